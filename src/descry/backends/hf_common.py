@@ -1,0 +1,141 @@
+"""Shared pieces of the transformers backends: imports, device and dtype, loading, generate kwargs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from descry.backends.base import ModelSpec
+from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory
+from descry.schemas import GenerationParams
+
+T = TypeVar("T")
+
+
+def require(module: str, extra: str = "hf") -> Any:
+    """Import a heavy optional module, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(module.split(".")[0], extra) from exc
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
+    torch = require("torch")
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r} was asked for but CUDA is not available", hint="use --device cpu")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but Apple MPS is not available", hint="use --device cpu")
+    if requested not in {"cpu", "mps"} and not requested.startswith("cuda"):
+        raise ConfigError(f"unknown device {requested!r}", hint="use auto, cpu, cuda, cuda:N or mps")
+    return requested
+
+
+def resolve_dtype(requested: str, device: str) -> Any:
+    """'auto' is bf16 on CUDA that supports it, fp16 on other CUDA and MPS, fp32 on CPU."""
+    torch = require("torch")
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def quantization_config(spec: ModelSpec, device: str) -> Any | None:
+    """bitsandbytes 8/4-bit on CUDA; elsewhere a clear error naming the alternative."""
+    if spec.quantization == "none":
+        return None
+    if not device.startswith("cuda"):
+        raise ConfigError(
+            f"{spec.quantization} loading needs a CUDA GPU (bitsandbytes); this run is on {device}",
+            hint="drop --quantization (VLM_LOAD_8BIT) on CPU, or use --dtype bfloat16 to halve memory",
+        )
+    require("bitsandbytes", "hf")
+    transformers = require("transformers")
+    if spec.quantization == "8bit":
+        return transformers.BitsAndBytesConfig(load_in_8bit=True)
+    torch = require("torch")
+    return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_pretrained(loader: Callable[..., T], spec: ModelSpec, **kwargs: Any) -> T:
+    """Call ``loader.from_pretrained`` for the spec's model, turning 'not found' into a fix."""
+    source = spec.model_id
+    try:
+        return loader(  # type: ignore[call-arg]
+            source,
+            revision=spec.revision,
+            trust_remote_code=spec.trust_remote_code,
+            **kwargs,
+        )
+    except OSError as exc:
+        raise model_not_found(spec, exc) from exc
+    except ValueError as exc:
+        if "connect" in str(exc).lower() or "offline" in str(exc).lower():
+            raise model_not_found(spec, exc) from exc
+        raise
+
+
+def model_not_found(spec: ModelSpec, exc: BaseException) -> ModelNotFound:
+    if Path(spec.model_id).exists():
+        return ModelNotFound(
+            f"could not load the model from directory {spec.model_id}: {str(exc).splitlines()[0]}",
+            hint="the directory must hold config.json, the weights and the processor files (save_pretrained)",
+        )
+    return ModelNotFound(
+        f"model {spec.model_id!r} is not in the local Hugging Face cache and could not be downloaded",
+        hint=(
+            "connect to the internet once to download it, point HF_HOME at a cache that holds it, "
+            "or pass a local directory with --model /path/to/model"
+        ),
+    )
+
+
+def generate_kwargs(params: GenerationParams) -> dict[str, Any]:
+    """transformers ``generate`` keyword arguments for descry's generation parameters."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "num_beams": params.num_beams or 1,
+        "repetition_penalty": params.repetition_penalty or 1.0,
+    }
+    if params.min_new_tokens:
+        kwargs["min_new_tokens"] = params.min_new_tokens
+    if params.temperature and params.temperature > 0:
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p or 1.0)
+    else:
+        kwargs["do_sample"] = False
+    return kwargs
+
+
+def batch_params(params: list[GenerationParams]) -> GenerationParams:
+    """One parameter set for a batch: items are grouped by parameters, so they agree."""
+    first = params[0]
+    if any(p != first for p in params[1:]):
+        raise ValueError("a batch must share its generation parameters; group items by parameters first")
+    return first
+
+
+def is_oom(exc: BaseException) -> bool:
+    torch = require("torch")
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_guarded(fn: Callable[[], T]) -> T:
+    """Run device work, turning a device out-of-memory into descry's OutOfMemory."""
+    try:
+        return fn()
+    except RuntimeError as exc:
+        if is_oom(exc):
+            raise OutOfMemory("the device ran out of memory for this batch", hint="lower --batch-size") from exc
+        raise

@@ -1,0 +1,148 @@
+"""Settings: the single source of configuration.
+
+Built by the CLI or the app factory (``Settings()``), never at import time. Environment
+variables use the ``DESCRY_`` prefix with ``__`` for nesting (``DESCRY_MODEL__NAME``), and a
+``.env`` file is read too. The environment names of the projects descry replaces are accepted
+as aliases with lower priority (see ``LEGACY_ENV``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_MODEL = "florence-2-base"
+
+
+class ModelSettings(BaseModel):
+    """Which model to run and how to load it."""
+
+    name: str = Field(DEFAULT_MODEL, description="preset name, Hugging Face model id or local directory")
+    backend: str | None = Field(None, description="override the backend the preset or model id implies")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    trust_remote_code: bool | None = None
+    revision: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    prompt: str | None = None
+    num_crops: int | None = Field(None, ge=1, le=16)
+    batch_size: int = Field(8, ge=1, le=256)
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    api_key: str | None = None
+    request_timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    max_concurrency: int = Field(16, ge=1, le=1024)
+
+
+class ImageLimits(BaseModel):
+    """What an input image may be."""
+
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(100_000_000, ge=1)
+    max_side: int = Field(30_000, ge=1)
+    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF"])
+
+
+class SourceSettings(BaseModel):
+    """Where images may be read from."""
+
+    allowed_roots: list[Path] = Field(default_factory=list, description="server paths allowed over the API")
+    allow_private_urls: bool = False
+    url_allowlist: list[str] = Field(default_factory=list, description="hosts allowed despite private addresses")
+    fetch_timeout: float = Field(20.0, gt=0)
+    max_redirects: int = Field(5, ge=0, le=20)
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+
+
+class EnhanceSettings(BaseModel):
+    """The optional LLM polish (gpt-oss or any chat model behind an OpenAI-compatible API)."""
+
+    enabled: bool = False
+    model: str = "openai/gpt-oss-120b"
+    base_url: str = "http://localhost:8000/v1"
+    api_key: str | None = None
+    reasoning_effort: Literal["low", "medium", "high"] = "low"
+    timeout: float = Field(30.0, gt=0)
+
+
+# legacy name -> (section, field)
+LEGACY_ENV: dict[str, tuple[str | None, str]] = {
+    "VLM_MODEL_ID": ("model", "name"),
+    "MAX_TOKENS": ("model", "max_new_tokens"),
+    "TEST_MODE": (None, "test_mode"),
+    "USE_GPT_OSS": ("enhance", "enabled"),
+    "GPT_OSS_MODEL_ID": ("enhance", "model"),
+    "GPT_OSS_REASONING_LEVEL": ("enhance", "reasoning_effort"),
+    "AWS_REGION": ("sources", "aws_region"),
+}
+
+
+def _legacy_8bit(value: str) -> tuple[str, str, str]:
+    on = value.strip().lower() in {"1", "true", "yes", "on"}
+    return "model", "quantization", "8bit" if on else "none"
+
+
+class LegacyEnvSource(PydanticBaseSettingsSource):
+    """Reads the seed projects' environment names (e.g. ``MAX_TOKENS``) into nested settings."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for env_name, (section, field) in LEGACY_ENV.items():
+            value = os.environ.get(env_name)
+            if value is None:
+                continue
+            if section is None:
+                out[field] = value
+            else:
+                out.setdefault(section, {})[field] = value
+        if (flag := os.environ.get("VLM_LOAD_8BIT")) is not None:
+            section, field, value = _legacy_8bit(flag)
+            out.setdefault(section, {})[field] = value
+        return out
+
+
+class Settings(BaseSettings):
+    """Everything descry can be told. Pass it down; never read the environment elsewhere."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DESCRY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    limits: ImageLimits = Field(default_factory=ImageLimits)
+    sources: SourceSettings = Field(default_factory=SourceSettings)
+    enhance: EnhanceSettings = Field(default_factory=EnhanceSettings)
+    data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
+    test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
+    log_level: str = "info"
+    decode_threads: int = Field(4, ge=1, le=64)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            LegacyEnvSource(settings_cls),
+            file_secret_settings,
+        )

@@ -1,0 +1,148 @@
+"""descry's one error tree. Every message says what to do about it.
+
+    DescryError                      code                  http
+    ├── ConfigError                  config_error          500
+    │   └── MissingDependency        missing_dependency    500
+    ├── InputError                   invalid_input         400
+    │   ├── ImageTooLarge            image_too_large       413
+    │   ├── UnsupportedFormat        unsupported_format    415
+    │   ├── CorruptImage             corrupt_image         400
+    │   ├── SourceNotFound           not_found             404
+    │   ├── SourceForbidden          forbidden_source      403
+    │   └── SourceFetchError         fetch_failed          400
+    ├── CapabilityError              unsupported_request   422
+    ├── ModelError                   model_error           500
+    │   ├── ModelNotFound            model_not_found       500
+    │   ├── ModelNotReady            model_not_ready       503
+    │   ├── OutOfMemory              out_of_memory         503
+    │   └── RemoteModelError         remote_model_error    502
+    ├── Overloaded                   overloaded            429
+    ├── NotFound                     not_found             404
+    ├── AuthError                    unauthorized          401
+    ├── OutputError                  output_error          500
+    └── DeliveryError                delivery_failed       502
+
+The HTTP mapping lives in ``descry.api.errors``; the codes above are stable and
+machine-readable; ``retryable`` tells workers whether trying again can help.
+"""
+
+from __future__ import annotations
+
+
+class DescryError(Exception):
+    """Base of every error descry raises on purpose."""
+
+    code = "descry_error"
+    retryable = False
+
+    def __init__(self, message: str, *, hint: str | None = None, source: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        self.source = source
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        text = f"{self.source}: {self.message}" if self.source else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def to_dict(self) -> dict[str, str]:
+        body = {"code": self.code, "message": str(self)}
+        if self.source:
+            body["source"] = self.source
+        return body
+
+
+class ConfigError(DescryError):
+    code = "config_error"
+
+
+class MissingDependency(ConfigError):
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"this feature needs the Python package '{package}'",
+            hint=f"install it with: pip install -c constraints.txt 'descry[{extra}]'",
+        )
+
+
+class InputError(DescryError):
+    code = "invalid_input"
+
+
+class ImageTooLarge(InputError):
+    code = "image_too_large"
+
+
+class UnsupportedFormat(InputError):
+    code = "unsupported_format"
+
+
+class CorruptImage(InputError):
+    code = "corrupt_image"
+
+
+class SourceNotFound(InputError):
+    code = "not_found"
+
+
+class SourceForbidden(InputError):
+    code = "forbidden_source"
+
+
+class SourceFetchError(InputError):
+    code = "fetch_failed"
+    retryable = True
+
+
+class CapabilityError(DescryError):
+    code = "unsupported_request"
+
+
+class ModelError(DescryError):
+    code = "model_error"
+
+
+class ModelNotFound(ModelError):
+    code = "model_not_found"
+
+
+class ModelNotReady(ModelError):
+    code = "model_not_ready"
+    retryable = True
+
+
+class OutOfMemory(ModelError):
+    code = "out_of_memory"
+    retryable = True
+
+
+class RemoteModelError(ModelError):
+    code = "remote_model_error"
+    retryable = True
+
+
+class Overloaded(DescryError):
+    code = "overloaded"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kw: str | None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class NotFound(DescryError):
+    code = "not_found"
+
+
+class AuthError(DescryError):
+    code = "unauthorized"
+
+
+class OutputError(DescryError):
+    code = "output_error"
+
+
+class DeliveryError(DescryError):
+    code = "delivery_failed"
+    retryable = True

@@ -1,0 +1,135 @@
+"""Transport-neutral request and result models shared by the API, the CLI and jobs."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Detail = Literal["brief", "detailed"]
+
+
+class SourceKind(str, Enum):
+    upload = "upload"
+    path = "path"
+    url = "url"
+    s3 = "s3"
+
+
+class ImageRef(BaseModel):
+    """Where one image comes from. ``name`` is what errors and outputs call it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: SourceKind
+    name: str
+    uri: str | None = None
+    data: bytes | None = Field(default=None, repr=False, exclude=True)
+
+
+class GenerationParams(BaseModel):
+    """Decoding parameters for one generation; ``None`` means the model preset's default."""
+
+    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
+    min_new_tokens: int | None = Field(default=None, ge=0, le=4096)
+    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    num_beams: int | None = Field(default=None, ge=1, le=16)
+    repetition_penalty: float | None = Field(default=None, ge=0.5, le=5.0)
+
+    def merged_over(self, base: GenerationParams) -> GenerationParams:
+        """These parameters, falling back to ``base`` where unset."""
+        data = base.model_dump()
+        data.update(self.model_dump(exclude_none=True))
+        return GenerationParams(**data)
+
+
+class CaptionRequest(BaseModel):
+    """What to do with one image: the options every face accepts."""
+
+    prompt: str | None = Field(default=None, max_length=2000)
+    detail: Detail = "brief"
+    task: str | None = Field(default=None, max_length=64)
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    tags: bool = True
+    enhance: bool | None = None
+    asset_id: str | None = Field(default=None, max_length=512)
+    sinks: list[str] | None = None
+
+
+class Tag(BaseModel):
+    name: str
+    source: str
+    score: float = 1.0
+
+
+class Attempt(BaseModel):
+    """One try at a caption, as the agent judged it."""
+
+    caption: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    problems: list[str] = Field(default_factory=list)
+    output_tokens: int = 0
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str
+
+
+class Enrichment(BaseModel):
+    """The metadata descry produced for one image."""
+
+    name: str
+    asset_id: str | None = None
+    caption: str
+    tags: list[Tag] = Field(default_factory=list)
+    source: str
+    reasoning_trace: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    chosen_attempt: int = 0
+    enhanced: bool = False
+    original_caption: str | None = None
+    image: ImageInfo | None = None
+    task: str | None = None
+    structured: dict[str, Any] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class ItemError(BaseModel):
+    """Why one image failed, in a form every face can show."""
+
+    name: str
+    code: str
+    message: str
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    completed_with_errors = "completed_with_errors"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class JobSpec(BaseModel):
+    """A batch of images and what to do with each."""
+
+    request: CaptionRequest = Field(default_factory=CaptionRequest)
+    sources: list[str] = Field(default_factory=list)
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: JobState
+    total: int
+    done: int = 0
+    failed: int = 0
+    created_at: float
+    updated_at: float
+    message: str | None = None

@@ -31,6 +31,8 @@ class ImageRef(BaseModel):
 class GenerationParams(BaseModel):
     """Decoding parameters for one generation; ``None`` means the model preset's default."""
 
+    model_config = ConfigDict(frozen=True)
+
     max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
     min_new_tokens: int | None = Field(default=None, ge=0, le=4096)
     temperature: float | None = Field(default=None, ge=0.0, le=5.0)

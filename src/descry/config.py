@@ -71,6 +71,14 @@ class EnhanceSettings(BaseModel):
     timeout: float = Field(30.0, gt=0)
 
 
+class BatchSettings(BaseModel):
+    """Dynamic batching: how requests are grouped onto the device."""
+
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a batch waits to fill up")
+    max_queue: int = Field(256, ge=1, description="images waiting for the device before new ones are refused")
+    inflight_batches: int = Field(2, ge=1, le=8, description="batches being prepared while one runs")
+
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -125,6 +133,7 @@ class Settings(BaseSettings):
     limits: ImageLimits = Field(default_factory=ImageLimits)
     sources: SourceSettings = Field(default_factory=SourceSettings)
     enhance: EnhanceSettings = Field(default_factory=EnhanceSettings)
+    batching: BatchSettings = Field(default_factory=BatchSettings)
     data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
     log_level: str = "info"

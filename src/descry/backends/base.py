@@ -146,9 +146,14 @@ class Backend(ABC):
         t2 = time.perf_counter()
         out = self.postprocess(batch, raw)
         t3 = time.perf_counter()
-        if len(out) != len(items):
-            raise RuntimeError(f"{self.name} returned {len(out)} generations for {len(items)} items")
-        per = {"preprocess_s": t1 - t0, "generate_s": t2 - t1, "postprocess_s": t3 - t2, "batch_size": len(items)}
-        for gen in out:
-            gen.timings = {**per, **gen.timings}
-        return out
+        return stamp(out, len(items), self.name, preprocess_s=t1 - t0, generate_s=t2 - t1, postprocess_s=t3 - t2)
+
+
+def stamp(out: list[Generation], expected: int, backend: str, **stages: float) -> list[Generation]:
+    """Check a batch's output count and record the stage timings on each generation."""
+    if len(out) != expected:
+        raise RuntimeError(f"{backend} returned {len(out)} generations for {expected} items")
+    per = {**stages, "batch_size": float(expected)}
+    for gen in out:
+        gen.timings = {**per, **gen.timings}
+    return out

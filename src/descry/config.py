@@ -79,6 +79,33 @@ class BatchSettings(BaseModel):
     inflight_batches: int = Field(2, ge=1, le=8, description="batches being prepared while one runs")
 
 
+
+class AgentSettings(BaseModel):
+    """The enrichment agent: judge each caption and retry with changed parameters."""
+
+    enabled: bool = Field(True, description="judge captions and retry; off = one attempt, kept as is")
+    max_attempts: int = Field(3, ge=1, le=10)
+    min_words: int = Field(5, ge=0, le=200, description="captions with fewer words count as too short")
+    language: str | None = Field("en", description="expected caption language (ISO 639-1); None: no check")
+    token_floor: int = Field(48, ge=8, le=4096, description="retries for more text ask for at least this")
+    max_new_tokens_cap: int = Field(1024, ge=16, le=4096, description="retries never ask for more tokens")
+    prefer_words_up_to: int = Field(80, ge=1, description="of equally good attempts, longer wins up to this")
+
+
+class TagSettings(BaseModel):
+    """Tags: taxonomy categories, caption keywords and (optionally) tags asked of the model."""
+
+    enabled: bool = True
+    taxonomy_path: Path | None = Field(None, description="YAML file of category: [keywords]")
+    taxonomy_mode: Literal["extend", "replace"] = Field("extend", description="extend or replace the default")
+    keywords: bool = Field(True, description="add keyword tags taken from the caption")
+    model_tags: bool = Field(False, description="also ask instruction-following models for keywords")
+    max_tags: int = Field(20, ge=0, le=200)
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    min_length: int = Field(3, ge=1, le=20, description="shortest keyword kept, in characters")
+    max_caption_chars: int = Field(1000, ge=50, le=100_000, description="longer captions are truncated first")
+    language: str = Field("en", description="language for lemmatisation (simplemma code)")
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -133,6 +160,8 @@ class Settings(BaseSettings):
     limits: ImageLimits = Field(default_factory=ImageLimits)
     sources: SourceSettings = Field(default_factory=SourceSettings)
     enhance: EnhanceSettings = Field(default_factory=EnhanceSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    tags: TagSettings = Field(default_factory=TagSettings)
     batching: BatchSettings = Field(default_factory=BatchSettings)
     data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")

@@ -55,6 +55,10 @@ class CaptionRequest(BaseModel):
     task: str | None = Field(default=None, max_length=64)
     params: GenerationParams = Field(default_factory=GenerationParams)
     tags: bool = True
+    max_tags: int | None = Field(default=None, ge=0, le=200, description="None: the server's setting")
+    min_tag_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    include_tags: list[str] = Field(default_factory=list, max_length=100, description="always added")
+    exclude_tags: list[str] = Field(default_factory=list, max_length=500, description="never returned")
     enhance: bool | None = None
     asset_id: str | None = Field(default=None, max_length=512)
     sinks: list[str] | None = None
@@ -72,6 +76,7 @@ class Attempt(BaseModel):
     caption: str
     params: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = None
+    task: str | None = None
     problems: list[str] = Field(default_factory=list)
     output_tokens: int = 0
 

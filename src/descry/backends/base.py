@@ -46,6 +46,7 @@ class Prompted:
     prompt: str | None = None
     task: str | None = None
     params: GenerationParams = field(default_factory=GenerationParams)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -106,6 +106,33 @@ class TagSettings(BaseModel):
     max_caption_chars: int = Field(1000, ge=50, le=100_000, description="longer captions are truncated first")
     language: str = Field("en", description="language for lemmatisation (simplemma code)")
 
+
+class JobSettings(BaseModel):
+    """The durable job queue: where it lives and how workers claim, retry and forget work."""
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; None means sqlite+aiosqlite:///<data_dir>/descry.db"
+    )
+    database_schema: str | None = Field(None, description="PostgreSQL schema for descry's tables")
+    lease_seconds: float = Field(
+        60.0, gt=0, description="how long a claimed image stays owned without a heartbeat"
+    )
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_base: float = Field(2.0, ge=0, description="first retry delay in seconds, doubled per attempt")
+    backoff_max: float = Field(300.0, ge=0)
+    retention_days: float = Field(7.0, gt=0, description="finished jobs older than this are deleted")
+    concurrency: int = Field(8, ge=1, le=1024, description="images one worker processes at once")
+    poll_interval: float = Field(1.0, gt=0)
+    claim_batch: int = Field(8, ge=1, le=1000)
+    drain_seconds: float = Field(30.0, ge=0, description="on stop, how long in-flight images may finish")
+
+    def url_for(self, data_dir: Path) -> str:
+        """The database URL, defaulting to an SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(Path(data_dir) / 'descry.db').resolve()}"
+
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -160,6 +187,7 @@ class Settings(BaseSettings):
     limits: ImageLimits = Field(default_factory=ImageLimits)
     sources: SourceSettings = Field(default_factory=SourceSettings)
     enhance: EnhanceSettings = Field(default_factory=EnhanceSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     tags: TagSettings = Field(default_factory=TagSettings)
     batching: BatchSettings = Field(default_factory=BatchSettings)

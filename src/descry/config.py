@@ -133,6 +133,46 @@ class JobSettings(BaseModel):
         return f"sqlite+aiosqlite:///{(Path(data_dir) / 'descry.db').resolve()}"
 
 
+class WebhookSettings(BaseModel):
+    """The MAM/DAM webhook: where to POST, how to sign, and how hard to retry (through the outbox)."""
+
+    url: str | None = Field(None, description="endpoint that receives one POST per enrichment")
+    secret: str | None = Field(None, description="HMAC-SHA256 key for the X-Descry-Signature header")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers, e.g. Authorization")
+    timeout: float = Field(10.0, gt=0, description="seconds per request")
+    max_attempts: int = Field(10, ge=1, le=1000, description="then the entry goes to the dead letters")
+    backoff_base: float = Field(1.0, ge=0, description="first retry delay in seconds, doubled per attempt")
+    max_backoff: float = Field(300.0, ge=0, description="longest delay between two attempts")
+    concurrency: int = Field(4, ge=1, le=256, description="assets sent at once (one asset is always in order)")
+    flush_on_close: float = Field(5.0, ge=0, description="seconds close() keeps sending what is due")
+    keep_delivered_days: float = Field(7.0, ge=0, description="delivered entries older than this are pruned")
+
+
+class SidecarSettings(BaseModel):
+    """Sidecar files: photo.jpg -> photo.txt (caption) or photo.json (the whole enrichment)."""
+
+    format: Literal["txt", "json"] = "txt"
+    output_dir: Path | None = Field(None, description="None writes beside the image")
+
+
+class XmpSettings(BaseModel):
+    """XMP/IPTC metadata, embedded in the image or in a .xmp sidecar."""
+
+    mode: Literal["embed", "sidecar"] = "sidecar"
+    output_dir: Path | None = Field(None, description="None writes beside the image")
+    sidecar_name: Literal["stem", "full"] = Field("stem", description="photo.xmp (stem) or photo.jpg.xmp (full)")
+
+
+class SinkSettings(BaseModel):
+    """Where results are delivered and how each sink behaves."""
+
+    default: list[str] = Field(default_factory=lambda: ["log"], description="sinks used when a request names none")
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
+    xmp: XmpSettings = Field(default_factory=XmpSettings)
+    jsonl_path: Path | None = Field(None, description="None means <data_dir>/enrichments.jsonl")
+
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -191,6 +231,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     tags: TagSettings = Field(default_factory=TagSettings)
     batching: BatchSettings = Field(default_factory=BatchSettings)
+    sinks: SinkSettings = Field(default_factory=SinkSettings)
     data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
     log_level: str = "info"

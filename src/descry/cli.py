@@ -1,0 +1,190 @@
+"""The command line: caption, models (and serve, batch, jobs, worker, bench as they land)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from descry.config import Settings
+from descry.errors import DescryError
+from descry.outputs import JsonlWriter, OutputFormat, OutputPlan
+from descry.runner import CaptionRun, RunSummary
+from descry.schemas import CaptionRequest, Detail, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
+from descry.sources import IMAGE_GLOBS, expand
+
+app = typer.Typer(help="descry: caption and enrich images with vision-language models.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def main() -> None:
+    app()
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and .env, with command-line flags on top."""
+    settings = Settings()
+    model = settings.model.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return settings.model_copy(update={"model": model})
+
+
+def fail(exc: DescryError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(2)
+
+
+@app.command()
+def caption(
+    inputs: Annotated[list[str], typer.Argument(help="image files, folders, http(s) URLs or s3:// URIs")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="txt sidecars, json sidecars, or jsonl")] = "txt",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="a folder (txt/json) or file (jsonl)")] = None,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="skip images already captioned")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="preset, HF model id or local dir")] = None,
+    backend: Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
+    prompt: Annotated[str | None, typer.Option(help="instruction or prefix for the model")] = None,
+    task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
+    detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
+    max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="images per device batch")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="descend into subfolders")] = True,
+    glob: Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")] = None,
+    tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags (json/jsonl)")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Caption images. A folder gets NAME.txt beside each image; a URL's caption is printed."""
+    if detail not in ("brief", "detailed"):
+        raise typer.BadParameter("use brief or detailed", param_hint="--detail")
+    try:
+        settings = build_settings(
+            name=model, backend=backend, base_url=base_url, device=device, dtype=dtype, batch_size=batch_size
+        )
+        refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
+    except DescryError as exc:
+        raise fail(exc) from exc
+    request = CaptionRequest(
+        prompt=prompt, task=task, detail=_detail(detail), tags=tags, params=GenerationParams(max_new_tokens=max_tokens)
+    )
+    roots = [Path(i) for i in inputs if Path(i).is_dir()]
+    to_stdout = output is None and all(r.kind in (SourceKind.url, SourceKind.s3) for r in refs)
+    plan = OutputPlan(fmt, output, roots)
+    jsonl = JsonlWriter(output, sys.stdout) if fmt == "jsonl" else None
+    run = CaptionRun(settings, request, plan, jsonl=jsonl)
+    todo, skipped = run.pending(refs, skip_existing)
+    if not refs:
+        err.print("[yellow]no images found[/yellow] (check the path and --glob)")
+        raise typer.Exit(1)
+    summary = _run_with_progress(run, todo, quiet=quiet, to_stdout=to_stdout and fmt == "txt")
+    summary.skipped = skipped
+    summary.total = len(refs)
+    if jsonl:
+        jsonl.close()
+    _report(summary)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def _detail(value: str) -> Detail:
+    return "detailed" if value == "detailed" else "brief"
+
+
+def _run_with_progress(run: CaptionRun, todo: list[ImageRef], *, quiet: bool, to_stdout: bool) -> RunSummary:
+    interactive = err.is_terminal and not quiet
+
+    def printer(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
+        if enrichment and to_stdout:
+            print(enrichment.caption if len(todo) == 1 else f"{ref.name}\t{enrichment.caption}", flush=True)
+        if error and interactive:
+            err.print(f"[red]failed[/red] {error.name}: {error.message}")
+
+    if not interactive:
+        return _run(run, todo, printer)
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task("captioning", total=len(todo), rate="")
+        started: list[float] = []
+
+        def hook(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
+            import time
+
+            started.append(time.perf_counter())
+            elapsed = started[-1] - started[0] if len(started) > 1 else 0.0
+            rate = f"{(len(started) - 1) / elapsed:.2f} img/s" if elapsed > 0 else ""
+            progress.update(bar, advance=1, rate=rate)
+            printer(ref, enrichment, error)
+
+        return _run(run, todo, hook)
+
+
+def _run(run: CaptionRun, todo: list[ImageRef], hook: Any) -> RunSummary:
+    try:
+        return asyncio.run(run.run(todo, hook))
+    except DescryError as exc:
+        raise fail(exc) from exc
+
+
+def _report(summary: RunSummary) -> None:
+    if not err.is_terminal:
+        data = {
+            "total": summary.total,
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+            "seconds": round(summary.seconds, 3),
+            "failures": [f.model_dump() for f in summary.failures],
+        }
+        err.file.write(json.dumps(data) + "\n")
+        return
+    err.print(
+        f"{summary.ok} captioned, {summary.failed} failed, {summary.skipped} skipped "
+        f"in {summary.seconds:.1f}s ({summary.images_per_second:.2f} img/s)"
+    )
+    if summary.failures:
+        table = Table("image", "error", "message", title="failures")
+        for failure in summary.failures:
+            table.add_row(failure.name, failure.code, failure.message)
+        err.print(table)
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List the model presets."""
+    from descry.backends.registry import PRESET_NOTES, PRESETS
+    from descry.config import DEFAULT_MODEL
+
+    rows = [
+        {
+            "name": name,
+            "model_id": spec.model_id,
+            "backend": spec.backend,
+            "default": name == DEFAULT_MODEL,
+            "notes": PRESET_NOTES.get(name, ""),
+        }
+        for name, spec in PRESETS.items()
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("preset", "model id", "backend", "notes")
+    for row in rows:
+        name = row["name"] + (" (default)" if row["default"] else "")
+        table.add_row(name, row["model_id"], row["backend"], row["notes"])
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The engine: one loaded model, image decoding on threads, and the dynamic batcher.
+
+It starts and stops on its own (library first); the API, CLI and jobs wrap it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from descry.backends.base import Backend, Generation, Prompted
+from descry.backends.registry import create_backend
+from descry.config import Settings
+from descry.engine.batcher import DynamicBatcher
+from descry.errors import DescryError, ModelNotReady
+from descry.imaging import DecodedImage, decode
+from descry.schemas import ImageRef
+from descry.sources import read_bytes
+
+log = logging.getLogger("descry.engine")
+
+DEFAULT_TARGET_PIXELS = 1024 * 1024
+
+
+@dataclass
+class EngineState:
+    """What readiness checks report."""
+
+    status: str = "stopped"  # stopped | loading | ready | failed
+    error: str | None = None
+    load_seconds: float | None = None
+
+
+class Engine:
+    """Loads the configured model once and serves batched generations to many callers."""
+
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.backend = backend or create_backend(settings.model, test_mode=settings.test_mode)
+        self.state = EngineState()
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="descry-decode")
+        self._batcher: DynamicBatcher | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state.status == "ready"
+
+    @property
+    def batcher(self) -> DynamicBatcher:
+        if self._batcher is None:
+            raise ModelNotReady(self._not_ready_message(), hint="wait for /health to report ready")
+        return self._batcher
+
+    def _not_ready_message(self) -> str:
+        if self.state.status == "failed":
+            return f"the model failed to load: {self.state.error}"
+        return f"the model is {self.state.status}"
+
+    @property
+    def target_pixels(self) -> int:
+        """How many pixels decoding keeps: what the model can use, with headroom."""
+        return int(self.backend.spec.options.get("max_pixels") or DEFAULT_TARGET_PIXELS)
+
+    async def start(self, *, on_batch: Callable[[int, float], None] | None = None) -> None:
+        """Load the model on a thread and start batching; raises the load error."""
+        self.state = EngineState(status="loading")
+        t0 = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.backend.load)
+        except Exception as exc:
+            self.state = EngineState(status="failed", error=str(exc))
+            raise
+        self.state = EngineState(status="ready", load_seconds=time.perf_counter() - t0)
+        log.info("model %s loaded in %.1fs", self.backend.model_name, self.state.load_seconds)
+        batching = self.settings.batching
+        self._batcher = DynamicBatcher(
+            self.backend,
+            max_batch_size=self.settings.model.batch_size if self.backend.capabilities.batching else 1,
+            max_wait_s=batching.max_wait_ms / 1000,
+            max_queue=batching.max_queue,
+            inflight_batches=batching.inflight_batches,
+            on_batch=on_batch,
+        )
+        await self._batcher.start()
+
+    async def stop(self) -> None:
+        if self._batcher:
+            await self._batcher.stop()
+            self._batcher = None
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.backend.close)
+        self.state = EngineState(status="stopped")
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def load_image(self, ref: ImageRef, *, trusted_paths: bool = True) -> DecodedImage:
+        """Read and decode one image off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_pool, self._load_sync, ref, trusted_paths)
+
+    def _load_sync(self, ref: ImageRef, trusted_paths: bool) -> DecodedImage:
+        data = read_bytes(ref, self.settings.sources, self.settings.limits, trusted_paths=trusted_paths)
+        return decode(data, ref.name, self.settings.limits, self.target_pixels)
+
+    async def generate(self, item: Prompted) -> Generation:
+        """One image through the batcher; concurrent calls share device batches."""
+        return await self.batcher.submit(item)
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """A stable code and a message for any error, for summaries and results."""
+    if isinstance(exc, DescryError):
+        return exc.code, str(exc)
+    return "internal_error", f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,131 @@
+"""Where the CLI writes results: sidecars beside images or in a folder, or one JSONL stream.
+
+Every file is written atomically (a temporary file in the same folder, then a rename), so an
+interruption never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Literal
+
+from descry.errors import OutputError
+from descry.schemas import Enrichment, ImageRef, SourceKind
+
+OutputFormat = Literal["txt", "json", "jsonl"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to path all at once or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _mkstemp(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise output_error(exc, path) from exc
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise output_error(exc, path) from exc
+
+
+def output_error(exc: OSError, path: Path) -> OutputError:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {path}: the folder is read-only", hint="choose another place with --output")
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"cannot write {path}: the disk is full", hint="free some space and run again")
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def render(enrichment: Enrichment, fmt: OutputFormat) -> str:
+    if fmt == "txt":
+        return enrichment.caption.strip() + "\n"
+    return enrichment.model_dump_json(indent=None if fmt == "jsonl" else 2, exclude_none=True) + "\n"
+
+
+class OutputPlan:
+    """Decides each image's output file, before any model work, so existing ones can be skipped."""
+
+    def __init__(self, fmt: OutputFormat, output: Path | None, roots: list[Path] | None = None) -> None:
+        self.fmt = fmt
+        self.output = output
+        self.roots = [r.resolve() for r in roots or []]
+        self._done_names: set[str] | None = None
+
+    def sidecar_path(self, ref: ImageRef) -> Path | None:
+        """The sidecar for an image, or None when results go to stdout or a JSONL file."""
+        if self.fmt == "jsonl":
+            return None
+        suffix = "." + self.fmt
+        if ref.kind is SourceKind.path:
+            source = Path(ref.uri or ref.name)
+            if self.output is None:
+                return source.with_suffix(suffix)
+            return (self.output / self._relative(source)).with_suffix(suffix)
+        if self.output is None:
+            return None
+        stem = ref.name.rstrip("/").rsplit("/", 1)[-1] or "image"
+        return (self.output / stem).with_suffix(suffix)
+
+    def _relative(self, source: Path) -> Path:
+        """The image's path below the folder it was found in, so outputs mirror the tree."""
+        resolved = source.resolve()
+        for root in self.roots:
+            if resolved.is_relative_to(root):
+                return resolved.relative_to(root)
+        return Path(source.name)
+
+    def already_done(self, ref: ImageRef) -> bool:
+        path = self.sidecar_path(ref)
+        if path is not None:
+            return path.exists()
+        if self.fmt == "jsonl" and self.output is not None:
+            return ref.name in self._jsonl_names()
+        return False
+
+    def _jsonl_names(self) -> set[str]:
+        if self._done_names is None:
+            self._done_names = set()
+            if self.output is not None and self.output.is_file():
+                for line in self.output.read_text(encoding="utf-8", errors="replace").splitlines():
+                    with contextlib.suppress(ValueError, AttributeError):
+                        self._done_names.add(json.loads(line)["name"])
+        return self._done_names
+
+
+class JsonlWriter:
+    """Appends one line per image; each line is one write, flushed, so lines never interleave."""
+
+    def __init__(self, path: Path | None, stream: IO[str]) -> None:
+        self.path = path
+        self._handle: IO[str] = stream
+        self._owned = False
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = path.open("a", encoding="utf-8")
+            except OSError as exc:
+                raise output_error(exc, path) from exc
+            self._owned = True
+
+    def write(self, enrichment: Enrichment) -> None:
+        self._handle.write(render(enrichment, "jsonl"))
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._handle.close()

@@ -1,0 +1,108 @@
+"""Caption many images with one engine: bounded concurrency, per-image errors, resumable output."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from descry.config import Settings
+from descry.engine.pipeline import Engine, describe_error
+from descry.enrich.enricher import Enricher
+from descry.outputs import JsonlWriter, OutputPlan, atomic_write_text, render
+from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    failures: list[ItemError] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+ResultHook = Callable[[ImageRef, Enrichment | None, ItemError | None], None]
+
+
+class CaptionRun:
+    """One pass over a list of images, writing each result as soon as it is ready."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        request: CaptionRequest,
+        plan: OutputPlan,
+        *,
+        jsonl: JsonlWriter | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self.request = request
+        self.plan = plan
+        self.jsonl = jsonl
+        self.engine = engine
+
+    def pending(self, refs: Iterable[ImageRef], skip_existing: bool) -> tuple[list[ImageRef], int]:
+        """The images still to do, and how many were skipped as already done."""
+        refs = list(refs)
+        todo = [ref for ref in refs if not (skip_existing and self.plan.already_done(ref))]
+        return todo, len(refs) - len(todo)
+
+    async def run(self, refs: list[ImageRef], on_result: ResultHook | None = None) -> RunSummary:
+        summary = RunSummary(total=len(refs))
+        if not refs:
+            return summary
+        engine = self.engine or Engine(self.settings)
+        owns_engine = self.engine is None
+        if owns_engine:
+            await engine.start()
+        t0 = time.perf_counter()
+        try:
+            enricher = Enricher(engine, self.settings)
+            limit = asyncio.Semaphore(self._concurrency())
+            tasks = []
+            for ref in refs:
+                await limit.acquire()
+                task = asyncio.create_task(self._one(enricher, ref, summary, on_result))
+                task.add_done_callback(lambda _t: limit.release())
+                tasks.append(task)
+            await asyncio.gather(*tasks)
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            if owns_engine:
+                await engine.stop()
+        return summary
+
+    def _concurrency(self) -> int:
+        batch = self.settings.model.batch_size
+        return max(2, batch * (self.settings.batching.inflight_batches + 1))
+
+    async def _one(self, enricher: Enricher, ref: ImageRef, summary: RunSummary, on_result: ResultHook | None) -> None:
+        try:
+            enrichment = await enricher.enrich(ref, self.request)
+            await asyncio.to_thread(self._write, ref, enrichment)
+        except Exception as exc:  # each image fails alone; the error is reported, never raised
+            code, message = describe_error(exc)
+            error = ItemError(name=ref.name, code=code, message=message)
+            summary.failed += 1
+            summary.failures.append(error)
+            if on_result:
+                on_result(ref, None, error)
+            return
+        summary.ok += 1
+        if on_result:
+            on_result(ref, enrichment, None)
+
+    def _write(self, ref: ImageRef, enrichment: Enrichment) -> None:
+        path = self.plan.sidecar_path(ref)
+        if path is not None:
+            atomic_write_text(path, render(enrichment, self.plan.fmt))
+        elif self.jsonl is not None:
+            self.jsonl.write(enrichment)

@@ -1,0 +1,58 @@
+"""Shared fixtures: settings, image factories and a scripted test backend."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from descry.config import Settings
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30), **save: object) -> bytes:
+    """A small real image in the given format."""
+    img = Image.new("RGB", size, color)
+    for x in range(0, size[0], 8):
+        for y in range(0, size[1], 8):
+            img.putpixel((x, y), (x % 256, y % 256, (x + y) % 256))
+    if fmt == "PNG" and save.pop("alpha", False):
+        img = img.convert("RGBA")
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_image() -> Callable[..., bytes]:
+    return image_bytes
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings isolated from the developer's environment and .env."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAX_TOKENS", "TEST_MODE", "VLM_MODEL_ID", "VLM_LOAD_8BIT", "USE_GPT_OSS"):
+        monkeypatch.delenv(name, raising=False)
+    return Settings(data_dir=tmp_path / "data")
+
+
+def mixed_folder(root: Path, count: int = 20) -> dict[str, list[Path]]:
+    """A folder of JPEG, PNG and WebP images plus one corrupt JPEG and one text file named .jpg."""
+    root.mkdir(parents=True, exist_ok=True)
+    good: list[Path] = []
+    formats = [("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp")]
+    for i in range(count - 2):
+        fmt, ext = formats[i % 3]
+        sub = root / "sub" if i % 5 == 4 else root
+        sub.mkdir(exist_ok=True)
+        path = sub / f"img{i:02d}{ext}"
+        path.write_bytes(image_bytes(fmt, (40 + 7 * i, 30 + 5 * i), (i * 12 % 256, 80, 160)))
+        good.append(path)
+    corrupt = root / "corrupt.jpg"
+    corrupt.write_bytes(image_bytes("JPEG", (200, 200))[:300])
+    text = root / "notes.jpg"
+    text.write_text("this is not an image, just some notes\n")
+    return {"good": good, "bad": [corrupt, text]}

@@ -1,0 +1,203 @@
+"""Any transformers image-text-to-text model through its chat template (Qwen2.5-VL, SmolVLM, LLaVA, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from descry.backends import hf_common
+from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.errors import ConfigError
+from descry.schemas import GenerationParams
+
+FALLBACK_PROMPT = "Describe this image."
+
+# model types whose stock processor insists on a video processor (and so on torchvision)
+IMAGE_ONLY_PROCESSORS = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+}
+
+PIXEL_OPTIONS = ("min_pixels", "max_pixels")
+
+
+def image_only_processor_class(model_type: str) -> Any:
+    """The family's processor without the video processor, so it loads without torchvision."""
+    transformers = hf_common.require("transformers")
+    base: Any = getattr(transformers, IMAGE_ONLY_PROCESSORS[model_type])
+
+    def __init__(
+        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
+    ) -> None:
+        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    name = base.__name__.removesuffix("Processor") + "ImageOnlyProcessor"
+    doc = f"{base.__name__} for images only: no video processor, no torchvision."
+    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+
+
+@dataclass
+class VLMBatch:
+    """Model inputs for one batch and what postprocess needs to read the outputs."""
+
+    inputs: Any
+    params: GenerationParams
+    input_length: int
+    prompt_tokens: list[int]
+
+
+def chat_messages(prompt: str) -> list[dict[str, Any]]:
+    """One user turn: the image, then the instruction."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
+class HFVisionBackend(Backend):
+    """Image-text-to-text models loaded with AutoModelForImageTextToText and prompted via their chat template."""
+
+    name = "hf_vlm"
+    capabilities = Capabilities(instruct=True, prompt=True, batching=True)
+
+    model: Any = None
+    processor: Any = None
+    dtype: Any = None
+
+    def load(self) -> None:
+        transformers = hf_common.require("transformers")
+        self.device = hf_common.resolve_device(self.spec.device)
+        self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
+        quantization = hf_common.quantization_config(self.spec, self.device)
+        config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
+        self.processor = self._load_processor(transformers, config.model_type)
+        self.model = self._load_model(transformers, quantization)
+        if quantization is None:
+            self.model.to(self.device)
+        self.model.eval()
+        self.loaded = True
+
+    def _load_processor(self, transformers: Any, model_type: str) -> Any:
+        if model_type in IMAGE_ONLY_PROCESSORS:
+            pixels = {k: int(self.spec.options[k]) for k in PIXEL_OPTIONS if self.spec.options.get(k)}
+            processor_cls = image_only_processor_class(model_type)
+            processor = hf_common.load_pretrained(processor_cls.from_pretrained, self.spec)
+            if pixels:
+                processor.image_processor = type(processor.image_processor)(
+                    **{**processor.image_processor.to_dict(), **pixels}
+                )
+        else:
+            processor = hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
+        if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
+            raise ConfigError(
+                f"model {self.spec.model_id} has no image processor, so it cannot read images",
+                hint="pick an image-text-to-text model (descry models lists presets)",
+            )
+        if not processor.chat_template:
+            raise ConfigError(
+                f"model {self.spec.model_id} has no chat template",
+                hint="use an instruction-tuned checkpoint that ships a chat template, or --backend blip/florence2",
+            )
+        processor.tokenizer.padding_side = "left"
+        return processor
+
+    def _load_model(self, transformers: Any, quantization: Any) -> Any:
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if quantization is not None:
+            kwargs.update(quantization_config=quantization, device_map={"": self.device})
+        loader = transformers.AutoModelForImageTextToText.from_pretrained
+        try:
+            return hf_common.load_pretrained(loader, self.spec, attn_implementation="sdpa", **kwargs)
+        except ValueError as exc:
+            if "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
+                return self._load_plain(loader, kwargs)
+            raise self._unsupported(exc) from exc
+
+    def _load_plain(self, loader: Any, kwargs: dict[str, Any]) -> Any:
+        try:
+            return hf_common.load_pretrained(loader, self.spec, **kwargs)
+        except ValueError as exc:
+            raise self._unsupported(exc) from exc
+
+    def _unsupported(self, exc: ValueError) -> ConfigError:
+        return ConfigError(
+            f"model {self.spec.model_id} is not an image-text-to-text model: {str(exc).splitlines()[0]}",
+            hint="pick a vision-language model (descry models lists presets) or set --backend for its family",
+        )
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+        if self.device.startswith("cuda"):
+            hf_common.require("torch").cuda.empty_cache()
+        super().close()
+
+    def preprocess(self, items: Sequence[Prompted]) -> VLMBatch:
+        params = hf_common.batch_params([self.params_for(item) for item in items])
+        texts = [
+            self.processor.apply_chat_template(
+                chat_messages(item.prompt or self.spec.default_prompt or FALLBACK_PROMPT),
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for item in items
+        ]
+        images = [[item.image.convert("RGB")] for item in items]
+        inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+        mask = inputs["attention_mask"]
+        return VLMBatch(
+            inputs=inputs,
+            params=params,
+            input_length=int(inputs["input_ids"].shape[1]),
+            prompt_tokens=[int(n) for n in mask.sum(dim=1).tolist()],
+        )
+
+    def forward(self, batch: VLMBatch) -> Any:
+        torch = hf_common.require("torch")
+        inputs = batch.inputs.to(self.device)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        kwargs = hf_common.generate_kwargs(batch.params)
+        pad = self._pad_token_id()
+        if pad is not None:
+            kwargs["pad_token_id"] = pad
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return self.model.generate(**inputs, **kwargs)
+
+        return hf_common.run_guarded(run)
+
+    def postprocess(self, batch: VLMBatch, raw: Any) -> list[Generation]:
+        new_tokens = raw[:, batch.input_length :].tolist()
+        eos = self._eos_token_ids()
+        limit = batch.params.max_new_tokens
+        texts = self.processor.batch_decode(
+            raw[:, batch.input_length :], skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        out = []
+        for text, tokens, prompt_tokens in zip(texts, new_tokens, batch.prompt_tokens, strict=True):
+            stop = next((i for i, tok in enumerate(tokens) if tok in eos), None)
+            count = len(tokens) if stop is None else stop + 1
+            reason = "length" if stop is None and limit is not None and count >= limit else "stop"
+            out.append(
+                Generation(text=text.strip(), prompt_tokens=prompt_tokens, output_tokens=count, finish_reason=reason)
+            )
+        return out
+
+    def _eos_token_ids(self) -> set[int]:
+        found: set[int] = set()
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            found.add(configured)
+        elif configured:
+            found.update(int(t) for t in configured)
+        if self.processor.tokenizer.eos_token_id is not None:
+            found.add(int(self.processor.tokenizer.eos_token_id))
+        return found
+
+    def _pad_token_id(self) -> int | None:
+        pad = getattr(self.model.generation_config, "pad_token_id", None)
+        if pad is None:
+            pad = self.processor.tokenizer.pad_token_id
+        if pad is None:
+            pad = next(iter(sorted(self._eos_token_ids())), None)
+        return pad

@@ -1,0 +1,148 @@
+"""BLIP captioning: unconditional, or conditional on a text prefix such as "a photography of"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from descry.backends import hf_common
+from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.schemas import GenerationParams
+
+
+@dataclass
+class BlipGroup:
+    """Items that can share one ``generate`` call: same parameters and same prefix length."""
+
+    indices: list[int]
+    params: GenerationParams
+    input_ids: list[list[int]] | None = None
+    image_tokens: int = 0
+
+
+@dataclass
+class BlipBatch:
+    """A prepared batch: pixel values for every item and the groups to generate them in."""
+
+    size: int
+    pixel_values: Any
+    groups: list[BlipGroup] = field(default_factory=list)
+
+
+def _unpadded(encoded: Any) -> list[list[int]]:
+    """Each tokenised prefix without its padding."""
+    rows = encoded["input_ids"].tolist()
+    masks = encoded["attention_mask"].tolist()
+    return [[tok for tok, keep in zip(row, mask, strict=True) if keep] for row, mask in zip(rows, masks, strict=True)]
+
+
+class BlipBackend(Backend):
+    """BlipForConditionalGeneration; a prompt is a caption prefix, not an instruction."""
+
+    name = "blip"
+    capabilities = Capabilities(instruct=False, prompt=True, tasks=frozenset(), batching=True)
+
+    model: Any = None
+    processor: Any = None
+    dtype: Any = None
+
+    def load(self) -> None:
+        transformers = hf_common.require("transformers")
+        self.device = hf_common.resolve_device(self.spec.device)
+        self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
+        quantization = hf_common.quantization_config(self.spec, self.device)
+        self.processor = hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if quantization is not None:
+            kwargs.update(quantization_config=quantization, device_map={"": self.device})
+        loader = transformers.BlipForConditionalGeneration.from_pretrained
+        self.model = hf_common.load_pretrained(loader, self.spec, **kwargs)
+        if quantization is None:
+            self.model.to(self.device)
+        self.model.eval()
+        self.loaded = True
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+        if self.device.startswith("cuda"):
+            hf_common.require("torch").cuda.empty_cache()
+        super().close()
+
+    def prefix_for(self, item: Prompted) -> str | None:
+        """The caption prefix for an item: its prompt, else the configured default, else none."""
+        text = (item.prompt or self.spec.default_prompt or "").strip()
+        return text or None
+
+    def preprocess(self, items: Sequence[Prompted]) -> BlipBatch:
+        images = [item.image.convert("RGB") for item in items]
+        prefixes = [self.prefix_for(item) for item in items]
+        distinct = sorted({p for p in prefixes if p is not None})
+        encoded = self.processor(images=images, text=distinct or None, padding=True, return_tensors="pt")
+        ids = dict(zip(distinct, _unpadded(encoded) if distinct else [], strict=True))
+        pixel_values = encoded["pixel_values"]
+        height, width = pixel_values.shape[-2:]
+        patch = self.model.config.vision_config.patch_size
+        image_tokens = (height // patch) * (width // patch) + 1
+        groups: dict[tuple[GenerationParams, int], BlipGroup] = {}
+        for index, (item, prefix) in enumerate(zip(items, prefixes, strict=True)):
+            params = self.params_for(item)
+            tokens = ids[prefix] if prefix is not None else None
+            key = (params, len(tokens) if tokens else 0)
+            group = groups.setdefault(key, BlipGroup([], params, [] if tokens else None, image_tokens))
+            group.indices.append(index)
+            if tokens and group.input_ids is not None:
+                group.input_ids.append(tokens)
+        return BlipBatch(size=len(items), pixel_values=pixel_values, groups=list(groups.values()))
+
+    def forward(self, batch: BlipBatch) -> list[Any]:
+        torch = hf_common.require("torch")
+        pixels = batch.pixel_values.to(self.device, self.dtype)
+        outputs = []
+        for group in batch.groups:
+            kwargs = hf_common.generate_kwargs(group.params)
+            inputs: dict[str, Any] = {"pixel_values": pixels[group.indices]}
+            if group.input_ids is not None:
+                input_ids = torch.tensor(group.input_ids, dtype=torch.long, device=self.device)
+                inputs.update(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+
+            def run(inputs: dict[str, Any] = inputs, kwargs: dict[str, Any] = kwargs) -> Any:
+                with torch.inference_mode():
+                    return self.model.generate(**inputs, **kwargs)
+
+            outputs.append(hf_common.run_guarded(run).cpu())
+        return outputs
+
+    def postprocess(self, batch: BlipBatch, raw: list[Any]) -> list[Generation]:
+        out: list[Generation | None] = [None] * batch.size
+        for group, sequences in zip(batch.groups, raw, strict=True):
+            # BLIP's generate swaps [CLS] for its bos token and drops the trailing [SEP]
+            prompt_len = len(group.input_ids[0]) - 1 if group.input_ids else 1
+            for index, row in zip(group.indices, sequences.tolist(), strict=True):
+                out[index] = self._generation(row, prompt_len, group)
+        return [gen for gen in out if gen is not None]
+
+    def _generation(self, row: list[int], prompt_len: int, group: BlipGroup) -> Generation:
+        text_config = self.model.config.text_config
+        new = row[prompt_len:]
+        stop = next((i for i, tok in enumerate(new) if tok == text_config.sep_token_id), None)
+        count = len(new) if stop is None else stop + 1
+        limit = group.params.max_new_tokens
+        reason = "length" if stop is None and limit is not None and count >= limit else "stop"
+        return Generation(
+            text=self._caption(row[:prompt_len], new[:count]),
+            prompt_tokens=group.image_tokens + prompt_len,
+            output_tokens=count,
+            finish_reason=reason,
+        )
+
+    def _caption(self, prompt: list[int], new: list[int]) -> str:
+        """The generated caption without the prefix, even when the decoded text echoes it."""
+        decode = self.processor.tokenizer.decode
+        prefix = decode(prompt, skip_special_tokens=True).strip()
+        full = decode(prompt + new, skip_special_tokens=True).strip()
+        if prefix and full.lower().startswith(prefix.lower()):
+            return full[len(prefix) :].strip()
+        text: str = decode(new, skip_special_tokens=True).strip()
+        return text

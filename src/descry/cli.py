@@ -32,7 +32,9 @@ def build_settings(**overrides: Any) -> Settings:
     """Settings from the environment and .env, with command-line flags on top."""
     settings = Settings()
     model = settings.model.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    return settings.model_copy(update={"model": model})
+    # the CLI runs as the local user, who may read their own LAN and localhost
+    sources = settings.sources.model_copy(update={"allow_private_urls": True})
+    return settings.model_copy(update={"model": model, "sources": sources})
 
 
 def fail(exc: DescryError) -> typer.Exit:

@@ -56,13 +56,13 @@ class CaptionRun:
         return todo, len(refs) - len(todo)
 
     async def run(self, refs: list[ImageRef], on_result: ResultHook | None = None) -> RunSummary:
+        """Caption every ref; the model loads only once the first image has decoded."""
         summary = RunSummary(total=len(refs))
         if not refs:
             return summary
         engine = self.engine or Engine(self.settings)
-        owns_engine = self.engine is None
-        if owns_engine:
-            await engine.start()
+        self._start_lock = asyncio.Lock()
+        self._fatal: BaseException | None = None
         t0 = time.perf_counter()
         try:
             enricher = Enricher(engine, self.settings)
@@ -70,15 +70,33 @@ class CaptionRun:
             tasks = []
             for ref in refs:
                 await limit.acquire()
+                if self._fatal:
+                    break
                 task = asyncio.create_task(self._one(enricher, ref, summary, on_result))
                 task.add_done_callback(lambda _t: limit.release())
                 tasks.append(task)
-            await asyncio.gather(*tasks)
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
         finally:
             summary.seconds = time.perf_counter() - t0
-            if owns_engine:
+            if self.engine is None and engine.state.status != "stopped":
                 await engine.stop()
         return summary
+
+    async def _ensure_started(self, engine: Engine) -> None:
+        async with self._start_lock:
+            if self._fatal:
+                raise self._fatal
+            if engine.state.status == "stopped":
+                try:
+                    await engine.start()
+                except BaseException as exc:  # the model cannot load: the whole run stops with this error
+                    self._fatal = exc
+                    raise
 
     def _concurrency(self) -> int:
         batch = self.settings.model.batch_size
@@ -86,19 +104,29 @@ class CaptionRun:
 
     async def _one(self, enricher: Enricher, ref: ImageRef, summary: RunSummary, on_result: ResultHook | None) -> None:
         try:
-            enrichment = await enricher.enrich(ref, self.request)
+            image = await enricher.engine.load_image(ref)
+        except Exception as exc:
+            self._failed(ref, exc, summary, on_result)
+            return
+        await self._ensure_started(enricher.engine)
+        try:
+            enrichment = await enricher.enrich(ref, self.request, image=image)
             await asyncio.to_thread(self._write, ref, enrichment)
         except Exception as exc:  # each image fails alone; the error is reported, never raised
-            code, message = describe_error(exc)
-            error = ItemError(name=ref.name, code=code, message=message)
-            summary.failed += 1
-            summary.failures.append(error)
-            if on_result:
-                on_result(ref, None, error)
+            self._failed(ref, exc, summary, on_result)
             return
         summary.ok += 1
         if on_result:
             on_result(ref, enrichment, None)
+
+    @staticmethod
+    def _failed(ref: ImageRef, exc: Exception, summary: RunSummary, on_result: ResultHook | None) -> None:
+        code, message = describe_error(exc)
+        error = ItemError(name=ref.name, code=code, message=message)
+        summary.failed += 1
+        summary.failures.append(error)
+        if on_result:
+            on_result(ref, None, error)
 
     def _write(self, ref: ImageRef, enrichment: Enrichment) -> None:
         path = self.plan.sidecar_path(ref)

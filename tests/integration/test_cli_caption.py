@@ -1,0 +1,141 @@
+"""descry caption end to end: the real console script on a tiny BLIP model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import image_bytes, mixed_folder
+from tests.tiny.blip import build_tiny_blip
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCRY_")}
+    env.update(HF_HUB_OFFLINE="1", DESCRY_DECODE_THREADS="2")
+    return subprocess.run(
+        [sys.executable, "-m", "descry.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> dict:
+    return json.loads(result.stderr.strip().splitlines()[-1])
+
+
+def test_folder_gets_txt_sidecars_failures_are_reported_and_resume_skips(tiny_blip: Path, tmp_path: Path) -> None:
+    files = mixed_folder(tmp_path / "photos")
+    result = run_cli("caption", str(tmp_path / "photos"), "--model", str(tiny_blip), "--max-tokens", "6", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    data = summary(result)
+    assert (data["total"], data["ok"], data["failed"], data["skipped"]) == (20, 18, 2, 0)
+    assert sorted(f["code"] for f in data["failures"]) == ["corrupt_image", "unsupported_format"]
+    assert {Path(f["name"]).name for f in data["failures"]} == {"corrupt.jpg", "notes.jpg"}
+    sidecars = sorted((tmp_path / "photos").rglob("*.txt"))
+    assert len(sidecars) == 18
+    assert {p.with_suffix("") for p in sidecars} == {p.with_suffix("") for p in files["good"]}
+    assert all(p.read_text().endswith("\n") for p in sidecars)
+    assert not list((tmp_path / "photos").rglob("*.tmp"))
+
+    # a second run with a model that cannot load: nothing is left to caption, so no model work happens
+    again = run_cli("caption", str(tmp_path / "photos"), "--skip-existing", "--model", "/no/such/model", cwd=tmp_path)
+    data = summary(again)
+    assert (data["ok"], data["skipped"], data["failed"]) == (0, 18, 2)
+    assert {f["code"] for f in data["failures"]} == {"corrupt_image", "unsupported_format"}
+
+
+def test_jsonl_output_and_resume(tiny_blip: Path, tmp_path: Path) -> None:
+    mixed_folder(tmp_path / "photos", count=6)
+    out = tmp_path / "out" / "captions.jsonl"
+    args = ("caption", str(tmp_path / "photos"), "--model", str(tiny_blip), "-f", "jsonl", "-o", str(out))
+    first = run_cli(*args, "--max-tokens", "5", cwd=tmp_path)
+    assert first.returncode == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 4
+    assert all({"name", "caption", "tags", "source", "image"} <= set(line) for line in lines)
+    second = run_cli(*args, "--skip-existing", cwd=tmp_path)
+    assert summary(second)["skipped"] == 4
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_json_sidecars_into_an_output_folder_mirror_the_tree(tiny_blip: Path, tmp_path: Path) -> None:
+    files = mixed_folder(tmp_path / "photos", count=8)
+    out = tmp_path / "meta"
+    result = run_cli(
+        "caption", str(tmp_path / "photos"), "--model", str(tiny_blip), "-f", "json", "-o", str(out), cwd=tmp_path
+    )
+    assert result.returncode == 1
+    written = sorted(out.rglob("*.json"))
+    assert len(written) == len(files["good"])
+    assert (out / "sub").is_dir()
+    doc = json.loads(written[0].read_text())
+    assert doc["image"]["width"] > 0 and doc["source"] == str(tiny_blip)
+    assert not list((tmp_path / "photos").rglob("*.json"))
+
+
+def test_single_file_prints_and_writes_its_sidecar(tiny_blip: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "one.png"
+    photo.write_bytes(image_bytes("PNG", (50, 40)))
+    result = run_cli("caption", str(photo), "--model", str(tiny_blip), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "one.txt").is_file()
+    assert summary(result)["ok"] == 1
+
+
+@pytest.fixture
+def image_server(tmp_path: Path) -> Iterator[str]:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "cat.jpg").write_bytes(image_bytes("JPEG", (64, 64)))
+    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_url_caption_is_printed(tiny_blip: Path, tmp_path: Path, image_server: str) -> None:
+    result = run_cli("caption", f"{image_server}/cat.jpg", "--model", str(tiny_blip), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert not list(tmp_path.glob("*.txt"))
+    missing = run_cli("caption", f"{image_server}/nope.jpg", "--model", str(tiny_blip), cwd=tmp_path)
+    assert missing.returncode == 1
+    assert summary(missing)["failures"][0]["code"] == "not_found"
+
+
+def test_unloadable_model_is_one_clear_error(tmp_path: Path) -> None:
+    photo = tmp_path / "one.png"
+    photo.write_bytes(image_bytes("PNG"))
+    result = run_cli("caption", str(photo), "--model", "nobody/no-such-model-xyz", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "HF_HOME" in result.stderr
+
+
+def test_missing_input_and_models_listing(tmp_path: Path) -> None:
+    result = run_cli("caption", str(tmp_path / "nothing-here"), cwd=tmp_path)
+    assert result.returncode == 2
+    listing = run_cli("models", "--json", cwd=tmp_path)
+    presets = json.loads(listing.stdout)
+    names = {p["name"] for p in presets}
+    assert {"florence-2-base", "blip-base", "qwen2.5-vl-7b", "phi-3.5-vision", "smolvlm"} <= names
+    assert [p["name"] for p in presets if p["default"]] == ["florence-2-base"]

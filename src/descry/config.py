@@ -68,7 +68,9 @@ class EnhanceSettings(BaseModel):
     base_url: str = "http://localhost:8000/v1"
     api_key: str | None = None
     reasoning_effort: Literal["low", "medium", "high"] = "low"
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="the most the polish may add to one caption, in seconds")
+    max_retries: int = Field(1, ge=0, le=10)
+    max_tokens: int = Field(1024, ge=16, le=32768, description="reasoning models spend part of this thinking")
 
 
 class BatchSettings(BaseModel):

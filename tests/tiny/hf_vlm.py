@@ -235,6 +235,7 @@ def build_tiny_idefics3(path: Path) -> Path:
         },
         image_token_id=ids["<image>"],
         scale_factor=scale,
+        pad_token_id=ids["<|endoftext|>"],
     )
     _seeded()
     model = Idefics3ForConditionalGeneration(config).eval()

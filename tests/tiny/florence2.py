@@ -26,7 +26,7 @@ IMAGE_SIZE = 32
 STRIDES = (4, 2)
 POST_PROCESSOR_CONFIG = {
     "ocr": {
-        "pattern": r"(.+?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>",
+        "pattern": r"(.+?)" + r"<loc_(\d+)>" * 8,
         "area_threshold": 0.0,
     },
     "phrase_grounding": {"banned_grounding_tokens": ["the image"]},

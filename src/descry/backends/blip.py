@@ -34,7 +34,8 @@ def _unpadded(encoded: Any) -> list[list[int]]:
     """Each tokenised prefix without its padding."""
     rows = encoded["input_ids"].tolist()
     masks = encoded["attention_mask"].tolist()
-    return [[tok for tok, keep in zip(row, mask, strict=True) if keep] for row, mask in zip(rows, masks, strict=True)]
+    pairs = zip(rows, masks, strict=True)
+    return [[tok for tok, keep in zip(row, mask, strict=True) if keep] for row, mask in pairs]
 
 
 class BlipBackend(Backend):
@@ -52,7 +53,7 @@ class BlipBackend(Backend):
         self.device = hf_common.resolve_device(self.spec.device)
         self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
         quantization = hf_common.quantization_config(self.spec, self.device)
-        self.processor = hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
+        self.processor = self._load_processor(transformers)
         kwargs: dict[str, Any] = {"dtype": self.dtype}
         if quantization is not None:
             kwargs.update(quantization_config=quantization, device_map={"": self.device})
@@ -62,6 +63,12 @@ class BlipBackend(Backend):
             self.model.to(self.device)
         self.model.eval()
         self.loaded = True
+
+    def _load_processor(self, transformers: Any) -> Any:
+        try:
+            return hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
+        except ValueError as exc:  # a directory without processor files
+            raise hf_common.model_not_found(self.spec, exc) from exc
 
     def close(self) -> None:
         self.model = None

@@ -60,7 +60,7 @@ class Florence2Backend(Backend):
         self.device = hf_common.resolve_device(self.spec.device)
         self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
         quantization = hf_common.quantization_config(self.spec, self.device)
-        self.processor = hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
+        self.processor = self._load_processor(transformers)
         kwargs: dict[str, Any] = {"dtype": self.dtype}
         if quantization is not None:
             kwargs.update(quantization_config=quantization, device_map={"": self.device})
@@ -82,6 +82,12 @@ class Florence2Backend(Backend):
                     "or florence-community/Florence-2-large"
                 ),
             )
+
+    def _load_processor(self, transformers: Any) -> Any:
+        try:
+            return hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
+        except ValueError as exc:  # a directory without processor files
+            raise hf_common.model_not_found(self.spec, exc) from exc
 
     def close(self) -> None:
         self.model = None
@@ -115,7 +121,8 @@ class Florence2Backend(Backend):
                 return_tensors="pt",
             )
             group.prompt_tokens = [int(n) for n in group.inputs["attention_mask"].sum(dim=1).tolist()]
-        return FlorenceBatch(tasks=tasks, sizes=[image.size for image in images], groups=list(groups.values()))
+        sizes = [image.size for image in images]
+        return FlorenceBatch(tasks=tasks, sizes=sizes, groups=list(groups.values()))
 
     def forward(self, batch: FlorenceBatch) -> list[Any]:
         torch = hf_common.require("torch")
@@ -172,5 +179,5 @@ class Florence2Backend(Backend):
         """Text answers without leftover markup tokens (location bins, task tags, padding)."""
         if self._markup is None:
             tokens = sorted(self.processor.tokenizer.all_special_tokens, key=len, reverse=True)
-            self._markup = re.compile("|".join(re.escape(t) for t in tokens)) if tokens else re.compile("(?!)")
+            self._markup = re.compile("|".join(re.escape(t) for t in tokens) or "(?!)")
         return " ".join(self._markup.sub(" ", text).split())

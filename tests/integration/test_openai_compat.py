@@ -230,3 +230,11 @@ async def test_async_client_passes_extra_fields(server: FakeOpenAIServer) -> Non
         assert await client.list_models() == [MODEL, "other-model"]
     assert result.text == "prompt: polish" and result.reasoning and result.attempts == 2
     assert all((r.body or {}).get("reasoning_effort") == "low" for r in server.chat_requests)
+
+
+def test_ollama_style_latest_tag_counts_as_served() -> None:
+    with FakeOpenAIServer(models=["llava:latest"]) as fake:
+        backend = backend_for(fake.base_url, model="llava")
+        backend.load()
+        backend.close()
+        assert backend.served == ["llava:latest"]

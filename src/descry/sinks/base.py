@@ -1,0 +1,70 @@
+"""The Sink interface and delivery to several sinks at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from descry import schemas
+from descry.errors import DescryError
+
+log = logging.getLogger("descry.sinks")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Somewhere an enrichment is delivered: a MAM, the image's metadata, a file."""
+
+    name: str
+
+    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+        """Deliver one enrichment; raise a DescryError when it cannot be done."""
+        ...
+
+    async def close(self) -> None:
+        """Release files, connections and background tasks."""
+        ...
+
+
+def asset_key(enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> str:
+    """The id the destination knows the image by: the asset id, else the image's name."""
+    return enrichment.asset_id or ref.name
+
+
+async def _deliver_one(sink: Sink, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> str | None:
+    try:
+        await sink.deliver(enrichment, ref)
+    except DescryError as exc:
+        log.warning("sink %s failed for %s: %s", sink.name, ref.name, exc)
+        return str(exc)
+    except Exception as exc:  # one broken sink must never stop the others
+        log.exception("sink %s crashed for %s", sink.name, ref.name)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+async def deliver_all(
+    sinks: Sequence[Sink], enrichment: schemas.Enrichment, ref: schemas.ImageRef
+) -> dict[str, str | None]:
+    """Deliver to every sink concurrently and independently: sink name -> error message or None."""
+    results = await asyncio.gather(*(_deliver_one(sink, enrichment, ref) for sink in sinks))
+    return {sink.name: result for sink, result in zip(sinks, results, strict=True)}
+
+
+async def start_sinks(sinks: Sequence[Sink]) -> None:
+    """Start the background work of the sinks that have some (the webhook dispatcher)."""
+    for sink in sinks:
+        start = getattr(sink, "start", None)
+        if start is not None:
+            await start()
+
+
+async def close_sinks(sinks: Sequence[Sink]) -> None:
+    """Close every sink, even when one of them fails to close."""
+    for sink in sinks:
+        try:
+            await sink.close()
+        except Exception:
+            log.exception("closing sink %s failed", sink.name)

@@ -164,6 +164,13 @@ class SqlJobStore:
     def dialect(self) -> str:
         return make_url(self.url).get_backend_name()
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The open engine (for migrations checks and admin tools)."""
+        if self._engine is None:
+            raise ConfigError("the job store is not open", hint="await store.open() before using it")
+        return self._engine
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -221,11 +228,10 @@ class SqlJobStore:
 
     async def _run(self, fn: Callable[[AsyncConnection], Awaitable[T]], retries: int = 6) -> T:
         """Run ``fn`` in one transaction, retrying lock contention with a short backoff."""
-        if self._engine is None:
-            raise ConfigError("the job store is not open", hint="await store.open() before using it")
+        engine = self.engine
         for attempt in range(retries):
             try:
-                async with self._engine.begin() as conn:
+                async with engine.begin() as conn:
                     return await fn(conn)
             except DBAPIError as exc:
                 if attempt == retries - 1 or not _transient(exc):

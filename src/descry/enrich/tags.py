@@ -96,8 +96,27 @@ class Lemmatizer:
         return _suffix_lemma(word)
 
 
+IRREGULAR_PLURALS = {
+    "buses": "bus",
+    "children": "child",
+    "men": "man",
+    "women": "woman",
+    "mice": "mouse",
+    "geese": "goose",
+    "feet": "foot",
+    "teeth": "tooth",
+    "leaves": "leaf",
+    "knives": "knife",
+    "wolves": "wolf",
+    "shelves": "shelf",
+    "skis": "ski",
+}
+
+
 def _suffix_lemma(word: str) -> str:
     """A plural-stripping fallback for English."""
+    if word in IRREGULAR_PLURALS:
+        return IRREGULAR_PLURALS[word]
     if len(word) <= 3 or not word.isalpha():
         return word
     if word.endswith("ies") and len(word) > 4:

@@ -71,7 +71,8 @@ async def test_output_dir_for_uploads_and_nested_names(tmp_path: Path) -> None:
     await sink.deliver(_enrichment(), schemas.ImageRef(kind=schemas.SourceKind.upload, name="a/b/pic.webp"))
     assert (out / "a" / "b" / "pic.txt").read_text() == "A red kite over a green field."
     with pytest.raises(OutputError, match=r"'\.\.'"):
-        await sink.deliver(_enrichment(), schemas.ImageRef(kind=schemas.SourceKind.upload, name="../escape.png"))
+        escape = schemas.ImageRef(kind=schemas.SourceKind.upload, name="../escape.png")
+        await sink.deliver(_enrichment(), escape)
 
 
 async def test_upload_without_output_dir_says_what_to_set() -> None:
@@ -93,7 +94,9 @@ async def test_read_only_directory_by_permissions(tmp_path: Path) -> None:
         locked.chmod(0o755)
 
 
-async def test_read_only_directory_is_an_output_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_read_only_directory_is_an_output_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_open = os.open
 
     def deny(path: str | os.PathLike[str], flags: int, *args: int, **kw: object) -> int:

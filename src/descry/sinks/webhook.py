@@ -103,6 +103,7 @@ class WebhookSink:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        autostart: bool = True,
     ) -> None:
         if not settings.url or not settings.url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -122,16 +123,18 @@ class WebhookSink:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._closed = False
+        self._autostart = autostart
         if settings.keep_delivered_days > 0:
             self.outbox.prune_delivered(settings.keep_delivered_days * 86400)
 
     async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
-        """Enqueue durably and wake the dispatcher (started on first use)."""
+        """Enqueue durably and wake the dispatcher (started on first use unless ``autostart`` is off)."""
         if self._closed:
             raise DeliveryError("the webhook sink is closed", hint="build a new sink to deliver more")
         asset, key, body = build_payload(enrichment, ref)
         await asyncio.to_thread(self.outbox.enqueue, asset, key, body)
-        await self.start()
+        if self._autostart:
+            await self.start()
         self._wake.set()
 
     async def start(self) -> None:

@@ -49,9 +49,9 @@ PREAMBLE = re.compile(
     r"""^\s*(?:
         (?:sure|certainly|of\s+course|okay|ok)\s*[,!.:]\s*
       )?(?:
-        here(?:\s+is|'s|’s)\s+(?:a|an|the|my)?\s*(?:brief\s+|short\s+|detailed\s+)?(?:caption|description)
+        here(?:\s+is|'s|’s)\s+(?:[\w\-]+,?\s+){0,3}?(?:caption|description)
             (?:\s+(?:of|for)\s+(?:this|the)\s+(?:image|picture|photo(?:graph)?))?\s*[:.\-–—]\s*
-      | (?:caption|description)\s*:\s*
+      | (?:(?:improved|revised|polished|new|final|short|brief|detailed)\s+)?(?:caption|description)\s*:\s*
       | (?:this|the)\s+(?:image|picture|photo(?:graph)?|scene|shot)\s+
             (?:shows|depicts|features|displays|contains|captures|presents|portrays|illustrates|
                is\s+of|is\s+showing|appears\s+to\s+show|shows\s+us)\s*(?::\s*)?

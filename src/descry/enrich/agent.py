@@ -284,12 +284,13 @@ class CaptionAgent:
             plan = replace(plan, task=next_task)
             how.append(f"the {next_task} task")
         elif plan.prompt is not None and self.caps.instruct:
+            prompt = plan.prompt
             detailed = self.spec.detailed_prompt
-            if detailed and plan.prompt == self.spec.default_prompt and detailed != plan.prompt:
+            if detailed and prompt == self.spec.default_prompt and detailed != prompt:
                 plan = replace(plan, prompt=detailed)
                 how.append("the detailed prompt")
-            elif VERBOSE_SUFFIX not in plan.prompt:
-                plan = replace(plan, prompt=f"{plan.prompt.rstrip()} {VERBOSE_SUFFIX}")
+            elif VERBOSE_SUFFIX not in prompt:
+                plan = replace(plan, prompt=f"{prompt.rstrip()} {VERBOSE_SUFFIX}")
                 how.append("a more explicit prompt")
         grown = self._grow_tokens(plan)
         if not self.caps.instruct and not next_task:

@@ -100,3 +100,16 @@ async def test_stop_settles_every_waiting_future() -> None:
     await batcher.stop()
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     assert len(results) == 5
+
+
+async def test_items_of_different_shapes_are_batched_apart() -> None:
+    class Shaped(EchoBackend):
+        def shape_key(self, item: Prompted) -> object:
+            return item.image.width > 100
+
+    backend = Shaped()
+    batcher = await started(backend)
+    gens = await asyncio.gather(*(batcher.submit(item(50 if i % 2 else 150)) for i in range(8)))
+    await batcher.stop()
+    assert [g.text.split("x")[0] for g in gens] == ["150", "50"] * 4
+    assert sorted(backend.batches) == [4, 4]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,10 @@ class Backend(ABC):
                 f"model {self.model_name} does not take a free-text prompt",
                 hint="leave the prompt out, or pick an instruction-following model (descry models)",
             )
+
+    def shape_key(self, item: Prompted) -> Hashable:
+        """Items with different keys produce different input lengths; batching keeps them apart."""
+        return None
 
     def params_for(self, item: Prompted) -> GenerationParams:
         """The item's parameters over the model's defaults."""

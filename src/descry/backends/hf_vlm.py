@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,13 @@ class HFVisionBackend(Backend):
         if self.device.startswith("cuda"):
             hf_common.require("torch").cuda.empty_cache()
         super().close()
+
+    def shape_key(self, item: Prompted) -> Hashable:
+        """Dynamic-resolution models turn bigger images into more tokens: batch similar areas and aspects."""
+        width, height = item.image.size
+        area_bucket = round(math.log2(max(1, width * height)) * 2)
+        aspect = "landscape" if width > height * 1.2 else "portrait" if height > width * 1.2 else "square"
+        return area_bucket, aspect
 
     def preprocess(self, items: Sequence[Prompted]) -> VLMBatch:
         params = hf_common.batch_params([self.params_for(item) for item in items])

@@ -40,9 +40,10 @@ class BatcherStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-def batch_key(item: Prompted) -> Hashable:
-    """Items that may share a device batch: same task, parameters and options."""
-    return item.task, item.params, tuple(sorted((k, repr(v)) for k, v in getattr(item, "options", {}).items()))
+def batch_key(backend: Backend, item: Prompted) -> Hashable:
+    """Items that may share a device batch: same task, parameters, options and input shape."""
+    options = tuple(sorted((k, repr(v)) for k, v in item.options.items()))
+    return item.task, item.params, options, backend.shape_key(item)
 
 
 class DynamicBatcher:
@@ -112,7 +113,7 @@ class DynamicBatcher:
             )
         self.backend.check(item)
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(item, future, batch_key(item)))
+        self._pending.append(_Pending(item, future, batch_key(self.backend, item)))
         self._wakeup.set()
         return await future
 

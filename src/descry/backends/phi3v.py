@@ -79,7 +79,7 @@ def attention_for(device: str, options: dict[str, Any]) -> str:
 
 
 class Phi3VisionBackend(Backend):
-    """microsoft/Phi-3.5-vision-instruct (and Phi-3-vision) via AutoModelForCausalLM + remote code."""
+    """microsoft/Phi-3.5-vision-instruct (and Phi-3-vision): the causal-LM class from its remote code."""
 
     name = "phi3v"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
@@ -105,16 +105,18 @@ class Phi3VisionBackend(Backend):
         self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
         quantization = hf_common.quantization_config(self.spec, self.device)
         attention = attention_for(self.device, self.spec.options)
-        # the published config pins flash_attention_2; the remote code reads this private override
+        # the published config pins flash_attention_2; this config override replaces it
         kwargs: dict[str, Any] = {"dtype": self.dtype, "_attn_implementation": attention}
         if quantization is not None:
             kwargs.update(quantization_config=quantization, device_map={"": self.device})
         try:
             with phi3v_compat.legacy_transformers_api():
-                if attention == "flash_attention_2":
-                    phi3v_compat.allow_flash_attention(self.spec.model_id, self.spec.revision)
-                loader = transformers.AutoModelForCausalLM.from_pretrained
-                model = hf_common.load_pretrained(loader, self.spec, **kwargs)
+                config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
+                flash = attention == "flash_attention_2"
+                model_class = phi3v_compat.remote_model_class(
+                    config, self.spec.model_id, self.spec.revision, flash_attention=flash
+                )
+                model = hf_common.load_pretrained(model_class.from_pretrained, self.spec, **kwargs)
                 processor = hf_common.load_pretrained(
                     transformers.AutoProcessor.from_pretrained, self.spec, num_crops=crops
                 )

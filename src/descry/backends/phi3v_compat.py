@@ -11,8 +11,9 @@ transformers globally; each piece is scoped to the remote module, the loaded mod
 * ``generate`` passes the cache as ``cache`` and full-length ``position_ids``; the remote
   ``prepare_inputs_for_generation`` reads ``past_key_values`` and only slices position ids it
   derived itself. The loaded model's method is wrapped to pass what 4.x passed.
-* The remote classes declare flash attention as ``_supports_flash_attn_2``; transformers 5 reads
-  ``_supports_flash_attn``. It is carried over only when flash attention is asked for.
+* The model class is loaded directly, with ``GenerationMixin`` added (``remote_model_class``):
+  through ``AutoModelForCausalLM`` a second load in one process gets a class that cannot generate.
+  Its 4.x flag ``_supports_flash_attn_2`` becomes 5.x's ``_supports_flash_attn`` when asked for.
 * The remote processor takes one prompt per call and no ``padding_side``; ``LegacyProcessor``
   calls it per item and pads the batch itself, on the side asked for.
 """
@@ -28,6 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from descry.backends.hf_common import require
+from descry.errors import ConfigError
 
 MASK_UTILS = "transformers.modeling_attn_mask_utils"
 ADAPTED = "_descry_phi3v_adapted"
@@ -147,18 +149,28 @@ def adapt_model(model: Any) -> Any:
     return model
 
 
-def allow_flash_attention(model_id: str, revision: str | None) -> None:
-    """Carry the remote classes' 4.x ``_supports_flash_attn_2`` over to 5.x's ``_supports_flash_attn``."""
-    transformers = require("transformers")
-    config = transformers.AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True)
+def remote_model_class(config: Any, model_id: str, revision: str | None, flash_attention: bool = False) -> Any:
+    """The model class config.json's ``auto_map`` names, able to ``generate``.
+
+    Loading it directly (not through ``AutoModelForCausalLM``) sidesteps transformers registering
+    the class without ``GenerationMixin`` on the first load, which breaks every later load in the
+    process. With ``flash_attention`` the 4.x flag ``_supports_flash_attn_2`` is carried over to
+    transformers 5's ``_supports_flash_attn``.
+    """
     ref = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
     if not ref:
-        return
+        raise ConfigError(
+            f"{model_id} does not name its remote model class (auto_map.AutoModelForCausalLM in config.json)",
+            hint="use a Phi-3.5-vision checkpoint that ships its modeling code, or pick another backend",
+        )
     dynamic = require("transformers.dynamic_module_utils")
     model_class = dynamic.get_class_from_dynamic_module(ref, model_id, revision=revision)
-    for cls in model_class.__mro__:
-        if cls.__module__.startswith("transformers_modules") and vars(cls).get("_supports_flash_attn_2"):
-            cls._supports_flash_attn = True
+    if flash_attention:
+        for cls in model_class.__mro__:
+            if cls.__module__.startswith("transformers_modules") and vars(cls).get("_supports_flash_attn_2"):
+                cls._supports_flash_attn = True
+    auto_factory = require("transformers.models.auto.auto_factory")
+    return auto_factory.add_generation_mixin_to_remote_model(model_class)
 
 
 class LegacyProcessor:

@@ -128,9 +128,9 @@ class FakeEnricher:
 # -- the worker the kill test runs in a subprocess ------------------------------------------
 
 
-async def _kill_worker(url: str, workdir: Path, lease: float, block_after: int) -> None:
+async def _kill_worker(url: str, schema: str | None, workdir: Path, lease: float, block_after: int) -> None:
     """Process with a fake slow enricher; after ``block_after`` calls every new call hangs."""
-    store = SqlJobStore(url)
+    store = SqlJobStore(url, schema=schema)
     await store.open()
     calls = workdir / "process.log"
     delivered = workdir / "deliveries.log"
@@ -160,6 +160,6 @@ async def _kill_worker(url: str, workdir: Path, lease: float, block_after: int) 
 
 
 def kill_worker_main() -> None:
-    """Entry point: ``python -c 'from tests.jobs_helpers import kill_worker_main; kill_worker_main()' URL DIR``."""
-    url, workdir, lease, block_after = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-    asyncio.run(_kill_worker(url, workdir, lease, block_after))
+    """``python -c 'from tests.jobs_helpers import kill_worker_main; kill_worker_main()' URL SCHEMA DIR LEASE N``."""
+    url, schema, workdir = sys.argv[1], sys.argv[2] or None, Path(sys.argv[3])
+    asyncio.run(_kill_worker(url, schema, workdir, float(sys.argv[4]), int(sys.argv[5])))

@@ -130,9 +130,10 @@ def adapt_model(model: Any) -> Any:
     legacy = legacy_cache_class()
     for cls in type(model).__mro__:
         module = sys.modules.get(cls.__module__)
-        remote = module is not None and cls.__module__.startswith("transformers_modules")
-        if remote and isinstance(getattr(module, "DynamicCache", None), type):
-            module.DynamicCache = legacy
+        if module is None or not cls.__module__.startswith("transformers_modules"):
+            continue
+        if isinstance(getattr(module, "DynamicCache", None), type):
+            vars(module)["DynamicCache"] = legacy
     original = model.prepare_inputs_for_generation
     params = inspect.signature(original).parameters
     if "past_key_values" in params and "cache" not in params:

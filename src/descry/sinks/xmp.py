@@ -116,7 +116,7 @@ class XmpSink:
                 _copy_owner(source, tmp)
             else:
                 tmp.write_bytes(data or b"")
-            self._apply(tmp, enrichment, iim=fmt in IIM_FORMATS)
+            self._apply(tmp, enrichment, iim=fmt in IIM_FORMATS, sidecar=False)
         return target
 
     def _write_sidecar(self, target: Path, enrichment: schemas.Enrichment) -> Path:
@@ -125,16 +125,20 @@ class XmpSink:
                 shutil.copy2(target, tmp)
             else:
                 tmp.write_text(EMPTY_PACKET, encoding="utf-8")
-            self._apply(tmp, enrichment, iim=False)
+            self._apply(tmp, enrichment, iim=False, sidecar=True)
         return target
 
-    def _apply(self, path: Path, enrichment: schemas.Enrichment, *, iim: bool) -> None:
+    def _apply(self, path: Path, enrichment: schemas.Enrichment, *, iim: bool, sidecar: bool) -> None:
         with _EXIV2_LOCK:
             try:
                 with self._pyexiv2.Image(str(path)) as img:
                     changes = plan_changes(
                         enrichment, img.read_xmp(), img.read_iptc() if iim else None, img.read_exif()
                     )
+                    if sidecar:
+                        # exiv2 mirrors a sidecar's XMP into virtual IPTC and back on write, which would
+                        # resurrect the old keywords; the sidecar stores only XMP, so nothing is lost.
+                        img.clear_iptc()
                     _modify(img, changes)
             except RuntimeError as exc:
                 raise OutputError(

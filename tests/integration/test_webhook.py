@@ -90,15 +90,24 @@ def receiver() -> Iterator[tuple[str, ReceiverState]]:
 
 def _sink(url: str, outbox: Path) -> WebhookSink:
     settings = WebhookSettings(
-        url=url, secret=SECRET, timeout=5, backoff_base=0.05, max_backoff=0.2, max_attempts=1000,
-        flush_on_close=0, concurrency=4,
+        url=url,
+        secret=SECRET,
+        timeout=5,
+        backoff_base=0.05,
+        max_backoff=0.2,
+        max_attempts=1000,
+        flush_on_close=0,
+        concurrency=4,
     )
     return WebhookSink(settings, outbox)
 
 
 def _enrichment(asset: str, version: int) -> schemas.Enrichment:
     return schemas.Enrichment(
-        name=f"{asset}.jpg", asset_id=asset, caption=f"{asset} caption v{version}", source="blip",
+        name=f"{asset}.jpg",
+        asset_id=asset,
+        caption=f"{asset} caption v{version}",
+        source="blip",
         tags=[schemas.Tag(name=f"tag{version}", source="keyword")],
     )
 

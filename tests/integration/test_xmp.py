@@ -63,7 +63,9 @@ def _existing_metadata(path: Path, iim: bool) -> None:
 def _read(path: Path) -> dict[str, Any]:
     out = subprocess.run(
         ["exiftool", "-j", "-G1", "-a", "-charset", "iptc=UTF8", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)[0]
 
@@ -94,9 +96,15 @@ def _assert_written(meta: dict[str, Any], keywords: list[str]) -> None:
     assert WRITER in _as_list(meta["XMP-xmpMM:HistorySoftwareAgent"])
 
 
-@pytest.mark.parametrize(("fmt", "suffix", "iim"), [
-    ("JPEG", ".jpg", True), ("PNG", ".png", False), ("WEBP", ".webp", False), ("TIFF", ".tif", True),
-])
+@pytest.mark.parametrize(
+    ("fmt", "suffix", "iim"),
+    [
+        ("JPEG", ".jpg", True),
+        ("PNG", ".png", False),
+        ("WEBP", ".webp", False),
+        ("TIFF", ".tif", True),
+    ],
+)
 async def test_embedded_keeps_pixels_and_other_metadata(
     tmp_path: Path, fmt: str, suffix: str, iim: bool
 ) -> None:
@@ -129,9 +137,13 @@ async def test_embedded_keeps_pixels_and_other_metadata(
     assert _pixels(image) == pixels
 
 
-@pytest.mark.parametrize(("fmt", "suffix", "naming", "sidecar"), [
-    ("JPEG", ".jpg", "stem", "photo.xmp"), ("PNG", ".png", "full", "photo.png.xmp"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "suffix", "naming", "sidecar"),
+    [
+        ("JPEG", ".jpg", "stem", "photo.xmp"),
+        ("PNG", ".png", "full", "photo.png.xmp"),
+    ],
+)
 async def test_sidecar_leaves_the_image_untouched(
     tmp_path: Path, fmt: str, suffix: str, naming: str, sidecar: str
 ) -> None:

@@ -102,7 +102,7 @@ async def test_log_sink_prints_the_seed_line(caplog: pytest.LogCaptureFixture) -
     prefix = "[MAM] Updated asset asset-42 with metadata: "
     first = records[0].getMessage()
     assert first.startswith(prefix)
-    metadata = json.loads(first[len(prefix):])
+    metadata = json.loads(first[len(prefix) :])
     assert metadata["caption"] == "A red kite over a green field."
     assert [t["name"] for t in metadata["tags"]] == ["kite", "outdoor"]
     assert metadata["source"] == "florence-2-base"

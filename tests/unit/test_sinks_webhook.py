@@ -47,8 +47,12 @@ class Receiver:
 
 def _sink(tmp_path: Path, receiver: Receiver, **kw: object) -> WebhookSink:
     options: dict[str, object] = {
-        "url": "http://mam.test/hook", "secret": SECRET, "backoff_base": 0.01, "max_backoff": 0.05,
-        "flush_on_close": 0, "max_attempts": 5,
+        "url": "http://mam.test/hook",
+        "secret": SECRET,
+        "backoff_base": 0.01,
+        "max_backoff": 0.05,
+        "flush_on_close": 0,
+        "max_attempts": 5,
     }
     autostart = bool(kw.pop("autostart", False))
     options.update(kw)

@@ -159,8 +159,12 @@ class Outbox:
             " last_error = :error, next_attempt_at = COALESCE(:next_at, next_attempt_at),"
             " lease_until = NULL, lease_owner = NULL, updated_at = :now WHERE id = :id",
             {
-                "state": state, "status": status, "error": error,
-                "next_at": next_at, "now": time.time(), "id": entry_id,
+                "state": state,
+                "status": status,
+                "error": error,
+                "next_at": next_at,
+                "now": time.time(),
+                "id": entry_id,
             },
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from descry.config import Settings
 from descry.errors import ConfigError
@@ -50,9 +50,9 @@ BUILTIN: dict[str, Callable[[Settings], Sink]] = {
 }
 
 
-def _plugins() -> dict[str, Callable[[Settings], Sink]]:
+def _plugins() -> dict[str, EntryPoint]:
     """Third-party sinks: an entry point in group ``descry.sinks`` naming a ``factory(settings) -> Sink``."""
-    return {ep.name: ep.load for ep in entry_points(group="descry.sinks")}  # type: ignore[misc]
+    return {ep.name: ep for ep in entry_points(group="descry.sinks")}
 
 
 def known_sinks() -> list[str]:
@@ -70,4 +70,4 @@ def build_sinks(names: list[str], settings: Settings) -> list[Sink]:
             f"unknown sink{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}",
             hint=f"choose from: {', '.join(known_sinks())}",
         )
-    return [BUILTIN[name](settings) if name in BUILTIN else plugins[name]()(settings) for name in wanted]
+    return [BUILTIN[name](settings) if name in BUILTIN else plugins[name].load()(settings) for name in wanted]

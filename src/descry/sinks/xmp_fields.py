@@ -107,12 +107,14 @@ def _history_event(existing_xmp: dict[str, Any], agent: str, when: str) -> dict[
     out: dict[str, Any] = {} if "Xmp.xmpMM.History" in existing_xmp else {"Xmp.xmpMM.History": "type=Seq"}
     base = f"Xmp.xmpMM.History[{n}]"
     out[base] = "type=Struct"
-    out.update({
-        f"{base}/stEvt:action": "edited",
-        f"{base}/stEvt:changed": "/metadata",
-        f"{base}/stEvt:softwareAgent": agent,
-        f"{base}/stEvt:when": when,
-    })
+    out.update(
+        {
+            f"{base}/stEvt:action": "edited",
+            f"{base}/stEvt:changed": "/metadata",
+            f"{base}/stEvt:softwareAgent": agent,
+            f"{base}/stEvt:when": when,
+        }
+    )
     return out
 
 

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from descry.errors import ConfigError, InputError, NotFound
 from descry.jobs.inputs import ItemInput, new_job_id, remove_uploads, save_uploads
 from descry.jobs.models import metadata
-from descry.jobs.store import ItemState, SqlJobStore, normalise_url
+from descry.jobs.store import ItemState, SqlJobStore, normalise_url, submit_uploads
 from descry.schemas import ImageRef, ItemError, JobState, SourceKind
 from tests.jobs_helpers import DATABASES, fake_enrichment, open_store, path_inputs, spec
 
@@ -359,3 +359,17 @@ async def test_timestamps_are_recent(store: SqlJobStore) -> None:
     job = await store.create_job(spec(), path_inputs(1))
     status = await store.get_job(job)
     assert before - 1 <= status.created_at <= status.updated_at <= time.time() + 1
+
+
+async def test_submit_uploads_saves_files_then_creates_the_job(store: SqlJobStore, tmp_path: Path) -> None:
+    url = ImageRef(kind=SourceKind.url, name="u.jpg", uri="https://example.com/u.jpg")
+    job = await submit_uploads(store, tmp_path, spec(), [("a.jpg", b"a")], others=[url], idempotency_key="k")
+    page = await store.results(job)
+    assert [(r.index, r.name) for r in page] == [(0, "a.jpg"), (1, "u.jpg")]
+    [upload, _] = await store.claim("w1", 2, 30)
+    assert Path(upload.input.uri).read_bytes() == b"a" and upload.input.content_hash
+    assert await submit_uploads(store, tmp_path, spec(), [("b.jpg", b"b")], idempotency_key="k") == job
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [job]
+    with pytest.raises(InputError):
+        await submit_uploads(store, tmp_path, spec(), [])
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [job]

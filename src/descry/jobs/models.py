@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-TIME = sa.Double()
+TIME: sa.Double[float] = sa.Double()
 
 metadata = sa.MetaData()
 

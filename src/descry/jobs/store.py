@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from descry.errors import ConfigError, InputError, MissingDependency, NotFound
-from descry.jobs.inputs import ItemInput, new_job_id
+from descry.jobs.inputs import ItemInput, new_job_id, remove_uploads, save_uploads
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, JobSpec, JobState, JobStatus
 
 try:
@@ -602,6 +602,34 @@ class SqlJobStore:
         for jid in removed:
             self._specs.pop(jid, None)
         return removed
+
+
+async def submit_uploads(
+    store: JobStore,
+    data_dir: Path,
+    spec: JobSpec,
+    files: Sequence[ImageRef | tuple[str, bytes]],
+    *,
+    others: Sequence[ItemInput | ImageRef] = (),
+    idempotency_key: str | None = None,
+) -> str:
+    """Save uploaded files under ``data_dir/uploads/<job_id>/`` and create their job.
+
+    ``others`` (paths, URLs, s3 URIs) join the same job after the uploads. A known idempotency
+    key returns the existing job without saving anything; a failed create removes the files.
+    """
+    if idempotency_key and (existing := await store.find_job(idempotency_key)):
+        return existing
+    job_id = new_job_id()
+    inputs = await asyncio.to_thread(save_uploads, data_dir, job_id, files)
+    try:
+        created = await store.create_job(spec, [*inputs, *others], idempotency_key=idempotency_key, job_id=job_id)
+    except BaseException:
+        await asyncio.to_thread(remove_uploads, data_dir, job_id)
+        raise
+    if created != job_id:
+        await asyncio.to_thread(remove_uploads, data_dir, job_id)
+    return created
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,6 +40,7 @@ Process = Callable[[ItemInput, CaptionRequest], Awaitable[Enrichment]]
 Deliver = Callable[[Enrichment, ItemInput], Awaitable[None]]
 DEFAULT_SINK = "default"
 CLEANUP_EVERY = 3600.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -171,9 +174,9 @@ class Worker:
     def _start(self, item: ClaimedItem) -> None:
         task = asyncio.create_task(self._handle(item), name=f"descry-item-{item.id}")
         self._tasks[item.id] = task
-        task.add_done_callback(lambda _t, item_id=item.id: self._finished(item_id))
+        task.add_done_callback(partial(self._finished, item.id))
 
-    def _finished(self, item_id: int) -> None:
+    def _finished(self, item_id: int, _task: object = None) -> None:
         self._tasks.pop(item_id, None)
         self._lost.discard(item_id)
         self._wake.set()
@@ -211,7 +214,7 @@ class Worker:
                     self._lost.add(item_id)
                     task.cancel()
 
-    async def _safe(self, awaitable: Awaitable[object]) -> object | None:
+    async def _safe(self, awaitable: Awaitable[T]) -> T | None:
         """Await a store call; a database hiccup is logged and retried on the next round."""
         try:
             return await awaitable

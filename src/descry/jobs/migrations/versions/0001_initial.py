@@ -16,7 +16,7 @@ branch_labels = None
 depends_on = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-TIME = sa.Double()
+TIME: sa.Double[float] = sa.Double()
 
 
 def upgrade() -> None:

@@ -175,6 +175,37 @@ class SinkSettings(BaseModel):
     jsonl_path: Path | None = Field(None, description="None means <data_dir>/enrichments.jsonl")
 
 
+class ApiKey(BaseModel):
+    """One API key, stored as the SHA-256 of the key (``descry keys hash`` prints it)."""
+
+    name: str = Field(..., min_length=1, max_length=100, description="who holds the key (logs, rate limits)")
+    sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the key")
+    scopes: list[Literal["caption", "jobs", "admin"]] = Field(default_factory=lambda: ["caption", "jobs"])
+
+
+class SecuritySettings(BaseModel):
+    """Who may call the API, how often, from where, and how much they may send."""
+
+    api_keys: list[ApiKey] = Field(default_factory=list, description="keys are required once any is set")
+    public_health: bool = Field(False, description="serve /health without a key when keys are on")
+    public_metrics: bool = Field(False, description="serve /metrics without a key when keys are on")
+    key_rate: float = Field(20.0, ge=0, description="requests per second per API key; 0 = unlimited")
+    key_burst: int = Field(40, ge=1, description="requests a key may send at once")
+    client_rate: float = Field(20.0, ge=0, description="requests per second per client address; 0 = unlimited")
+    client_burst: int = Field(40, ge=1, description="requests one address may send at once")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="proxy addresses/CIDRs whose X-Forwarded-For is believed"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="empty: no CORS headers at all")
+    cors_allow_credentials: bool = False
+    max_body_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="largest request body; bigger ones get 413 before reading"
+    )
+    max_files: int = Field(32, ge=1, le=10_000, description="images in one multipart request")
+    max_batch_items: int = Field(10_000, ge=1, description="sources in one batch or job")
+    max_field_chars: int = Field(4000, ge=16, le=1_000_000, description="longest text form field")
+
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -234,6 +265,7 @@ class Settings(BaseSettings):
     tags: TagSettings = Field(default_factory=TagSettings)
     batching: BatchSettings = Field(default_factory=BatchSettings)
     sinks: SinkSettings = Field(default_factory=SinkSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
     log_level: str = "info"

@@ -5,6 +5,7 @@
     │   └── MissingDependency        missing_dependency    500
     ├── InputError                   invalid_input         400
     │   ├── ImageTooLarge            image_too_large       413
+    │   ├── PayloadTooLarge          payload_too_large     413
     │   ├── UnsupportedFormat        unsupported_format    415
     │   ├── CorruptImage             corrupt_image         400
     │   ├── SourceNotFound           not_found             404
@@ -17,8 +18,10 @@
     │   ├── OutOfMemory              out_of_memory         503
     │   └── RemoteModelError         remote_model_error    502
     ├── Overloaded                   overloaded            429
+    │   └── RateLimited              rate_limited          429
     ├── NotFound                     not_found             404
     ├── AuthError                    unauthorized          401
+    │   └── Forbidden                forbidden             403
     ├── OutputError                  output_error          500
     └── DeliveryError                delivery_failed       502
 
@@ -72,6 +75,10 @@ class InputError(DescryError):
 
 class ImageTooLarge(InputError):
     code = "image_too_large"
+
+
+class PayloadTooLarge(InputError):
+    code = "payload_too_large"
 
 
 class UnsupportedFormat(InputError):
@@ -131,12 +138,20 @@ class Overloaded(DescryError):
         super().__init__(message, **kw)
 
 
+class RateLimited(Overloaded):
+    code = "rate_limited"
+
+
 class NotFound(DescryError):
     code = "not_found"
 
 
 class AuthError(DescryError):
     code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
 
 
 class OutputError(DescryError):

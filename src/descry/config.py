@@ -206,6 +206,17 @@ class SecuritySettings(BaseModel):
     max_field_chars: int = Field(4000, ge=16, le=1_000_000, description="longest text form field")
 
 
+class ServerSettings(BaseModel):
+    """The HTTP server (``descry serve``); body limits, CORS and keys live in SecuritySettings."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="processes; each one loads its own copy of the model")
+    root_path: str = Field("", description="path prefix when served behind a proxy, e.g. /descry")
+    batch_concurrency: int = Field(16, ge=1, le=1024, description="images of one batch request in flight at once")
+    docs: bool = Field(True, description="serve /docs and /openapi.json")
+
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -266,6 +277,7 @@ class Settings(BaseSettings):
     batching: BatchSettings = Field(default_factory=BatchSettings)
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
     log_level: str = "info"

@@ -110,9 +110,8 @@ def _weights(config: dict[str, Any]) -> dict[str, Any]:
     from transformers import CLIPVisionConfig, CLIPVisionModel, Phi3Config, Phi3ForCausalLM
 
     torch.manual_seed(0)
-    keys = (*LM, "vocab_size", "num_key_value_heads", "pad_token_id", "bos_token_id")
+    keys = (*LM, "vocab_size", "num_key_value_heads", "pad_token_id", "bos_token_id", "eos_token_id")
     lm_config = Phi3Config(**{k: config[k] for k in keys})
-    lm_config.eos_token_id = config["eos_token_id"]
     state = dict(Phi3ForCausalLM(lm_config).state_dict())
     vision = CLIPVisionModel(CLIPVisionConfig(**CLIP))
     prefix = "model.vision_embed_tokens."

@@ -213,7 +213,7 @@ def test_legacy_cache_and_mask_helpers() -> None:
 
 def test_remote_code_must_be_trusted(phi3v_dir: Path) -> None:
     backend = registry.create_backend(settings(phi3v_dir, trust_remote_code=False))
-    with pytest.raises(ConfigError, match="trust-remote-code"):
+    with pytest.raises(ConfigError, match="TRUST_REMOTE_CODE"):
         backend.load()
 
 

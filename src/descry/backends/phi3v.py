@@ -98,7 +98,7 @@ class Phi3VisionBackend(Backend):
         if not self.spec.trust_remote_code:
             raise ConfigError(
                 f"{self.model_name} runs its own model code from the model repository",
-                hint="allow it with --trust-remote-code or DESCRY_MODEL__TRUST_REMOTE_CODE=true",
+                hint="allow it with DESCRY_MODEL__TRUST_REMOTE_CODE=true (trust_remote_code in the model settings)",
             )
         crops = self.num_crops
         self.device = hf_common.resolve_device(self.spec.device)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from descry.cli_jobs import jobs_app, worker
 from descry.config import Settings
 from descry.errors import DescryError
 from descry.outputs import JsonlWriter, OutputFormat, OutputPlan
@@ -21,6 +22,8 @@ from descry.schemas import CaptionRequest, Detail, Enrichment, GenerationParams,
 from descry.sources import IMAGE_GLOBS, expand
 
 app = typer.Typer(help="descry: caption and enrich images with vision-language models.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.command()(worker)
 err = Console(stderr=True)
 
 

@@ -20,7 +20,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -88,8 +88,10 @@ class Worker:
         worker_id: str | None = None,
         model: str | None = None,
         data_dir: Path | None = None,
+        default_sinks: Sequence[str] | None = None,
     ) -> None:
         self.store = store
+        self.default_sinks = list(default_sinks) if default_sinks is not None else None
         self.process = process
         self.settings = settings
         self.sinks: dict[str, Deliver] = _sinks(deliver)
@@ -290,6 +292,8 @@ class Worker:
     def _sinks_for(self, request: CaptionRequest) -> dict[str, Deliver]:
         if request.sinks is not None and not request.sinks:
             return {}
+        if request.sinks is None and self.default_sinks is not None:
+            return {name: self.sinks[name] for name in self.default_sinks if name in self.sinks}
         if request.sinks is None or set(self.sinks) <= {DEFAULT_SINK}:
             return self.sinks
         unknown = [name for name in request.sinks if name not in self.sinks]

@@ -1,0 +1,105 @@
+"""Durable jobs wired to descry: the store, workers that run the Enricher, and sink delivery.
+
+``descry serve`` runs this in-process; ``descry worker`` runs only the workers, so several
+machines can share one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from descry.config import Settings
+from descry.enrich.enricher import Enricher
+from descry.jobs.inputs import ItemInput
+from descry.jobs.store import SqlJobStore, submit_uploads
+from descry.jobs.worker import Deliver, Worker, WorkerStats
+from descry.schemas import CaptionRequest, Enrichment, ImageRef, JobSpec
+from descry.sinks import Sink, build_sinks, known_sinks
+
+log = logging.getLogger("descry.jobs")
+
+
+class JobService:
+    """Owns the job store and, when given an Enricher, the workers that process its images."""
+
+    def __init__(self, settings: Settings, enricher: Enricher | None = None, store: SqlJobStore | None = None) -> None:
+        self.settings = settings
+        self.enricher = enricher
+        url = settings.jobs.url_for(settings.data_dir)
+        self.store = store or SqlJobStore(url, schema=settings.jobs.database_schema)
+        self.sinks: dict[str, Sink] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[WorkerStats]] = []
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.stop_workers()
+        for sink in self.sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
+        await self.store.close()
+
+    async def submit(
+        self,
+        request: CaptionRequest,
+        files: Sequence[ImageRef | tuple[str, bytes]] = (),
+        others: Sequence[ImageRef] = (),
+        *,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Save the uploads and write the job with all its images before returning its id."""
+        spec = JobSpec(request=request, sources=[ref.name for ref in others])
+        return await submit_uploads(
+            self.store, self.settings.data_dir, spec, files, others=others, idempotency_key=idempotency_key
+        )
+
+    def worker(self) -> Worker:
+        """A worker bound to this service's Enricher and sinks."""
+        if self.enricher is None:
+            raise RuntimeError("JobService.worker needs an Enricher")
+        return Worker(
+            self.store,
+            self._process,
+            settings=self.settings.jobs,
+            deliver=self._deliveries(),
+            model=self.enricher.model_name,
+            data_dir=self.settings.data_dir,
+            default_sinks=self.settings.sinks.default,
+        )
+
+    def start_workers(self, count: int | None = None) -> None:
+        """Run workers as background tasks until stop_workers."""
+        self._stop.clear()
+        for _ in range(count or 1):
+            self._tasks.append(asyncio.create_task(self.worker().run_forever(self._stop)))
+
+    async def stop_workers(self) -> None:
+        """Let in-flight images finish (or give them back) and stop."""
+        self._stop.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _process(self, item: ItemInput, request: CaptionRequest) -> Enrichment:
+        assert self.enricher is not None
+        ref = await asyncio.to_thread(item.to_ref)
+        return await self.enricher.enrich(ref, request, trusted_paths=False)
+
+    def _deliveries(self) -> dict[str, Deliver]:
+        """One deliver callable per known sink; a request's ``sinks`` pick among them, else the defaults."""
+
+        def deliver_to(name: str) -> Deliver:
+            async def deliver(enrichment: Enrichment, item: ItemInput) -> None:
+                sink = self.sinks.get(name)
+                if sink is None:
+                    sink = self.sinks[name] = build_sinks([name], self.settings)[0]
+                await sink.deliver(enrichment, ImageRef(kind=item.kind, name=item.name, uri=item.uri))
+
+            return deliver
+
+        return {name: deliver_to(name) for name in known_sinks()}

@@ -155,7 +155,10 @@ def check_url(url: str, settings: SourceSettings) -> str | None:
     Returns the vetted address to connect to (the host is resolved once, here), or None when
     the host is allow-listed or private URLs are allowed.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InputError(f"the URL is malformed ({exc})", source=url) from exc
     if parts.scheme not in {"http", "https"}:
         raise SourceForbidden(f"scheme {parts.scheme!r} is not allowed", source=url, hint="use an http(s) URL")
     try:
@@ -195,7 +198,10 @@ def pinned_request(url: str, address: str | None) -> tuple[httpx.URL, dict[str, 
     Connecting to the address that was checked (instead of resolving the name again) closes
     the DNS-rebinding gap; certificates are still verified against the original host name.
     """
-    target = httpx.URL(url)
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InputError(f"the URL is malformed ({exc})", source=url) from exc
     if address is None:
         return target, {}, {}
     headers = {"Host": target.netloc.decode("ascii")}

@@ -60,9 +60,7 @@ def test_every_pip_install_uses_the_constraints(name: str) -> None:
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_torch_is_installed_first_and_pinned_like_the_constraints(name: str) -> None:
     torch_cmd, project_cmd = _pip_installs(ROOT / name)
-    pinned = dict(
-        line.split("==") for line in (ROOT / "constraints.txt").read_text().split() if "==" in line
-    )
+    pinned = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split() if "==" in line)
     args = dict(a.split("=", 1) for op, a in _instructions(ROOT / name) if op == "ARG" and "=" in a)
     assert "torch==${TORCH_VERSION}" in torch_cmd and "--index-url" in torch_cmd
     assert args["TORCH_VERSION"] == pinned["torch"]

@@ -144,6 +144,46 @@ def test_page_is_served_with_its_assets_and_reports_the_model_ready(
     assert page.get_by_label("Drop images here").get_attribute("type") == "file"
     for label in ("Prompt", "Detail", "Max tokens", "Task", "Tags"):
         assert page.get_by_label(label, exact=True).count() == 1
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "files"
+
+
+def test_dropping_files_on_the_drop_zone_chooses_them(page: Any) -> None:
+    page.locator("#dropzone").dispatch_event(
+        "drop",
+        {
+            "dataTransfer": page.evaluate_handle(
+                """() => { const dt = new DataTransfer();
+                   dt.items.add(new File(["x"], "one.png", {type: "image/png"}));
+                   dt.items.add(new File(["y"], "two.jpg", {type: "image/jpeg"}));
+                   return dt; }"""
+            )
+        },
+    )
+    sync_api.expect(page.locator("#selection")).to_have_text("2 images chosen: one.png, two.jpg.")
+    assert page.locator("#files").evaluate("input => input.files.length") == 2
+    sync_api.expect(page.get_by_role("button", name="Caption each image")).to_be_enabled()
+
+
+def test_a_busy_server_is_retried_after_the_time_it_asks(page: Any, images: dict[str, Path]) -> None:
+    refusals: list[str] = []
+
+    def busy_once(route: Any) -> None:
+        if refusals:
+            route.continue_()
+            return
+        refusals.append(route.request.url)
+        body = '{"error": {"code": "overloaded", "message": "the queue is full"}}'
+        route.fulfill(status=429, headers={"Retry-After": "1"}, content_type="application/json", body=body)
+
+    page.route("**/v1/caption", busy_once)
+    page.set_input_files("#files", str(images["meadow.png"]))
+    page.get_by_role("button", name="Caption each image").click()
+    card = _card(page, "meadow.png")
+    sync_api.expect(card.locator(".state")).to_contain_text("retrying")
+    sync_api.expect(card).to_have_attribute("data-state", "done")
+    sync_api.expect(card.locator(".caption")).to_contain_text("80x60")
+    assert len(refusals) == 1
 
 
 def test_each_image_shows_its_caption_tags_trace_or_error(page: Any, images: dict[str, Path]) -> None:

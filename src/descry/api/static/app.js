@@ -4,6 +4,7 @@
 
 const CONCURRENCY = 4;
 const POLL_MS = 1000;
+const MAX_ATTEMPTS = 6;
 const HEALTH_MS = { ready: 30000, other: 3000 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -231,13 +232,31 @@ function unreachable(err) {
   };
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// 429 (busy) and 503 (model still loading) say when to come back; other errors are final
+async function postWithRetry(path, makeBody, card) {
+  for (let attempt = 1; ; attempt++) {
+    const response = await api(path, { method: "POST", body: makeBody() });
+    const retryable = response.status === 429 || response.status === 503;
+    if (!retryable || attempt >= MAX_ATTEMPTS) return response;
+    const seconds = Math.min(Number(response.headers.get("Retry-After")) || 2, 30);
+    setState(card, "pending", `Server busy, retrying in ${seconds} s…`);
+    await sleep(seconds * 1000);
+    setState(card, "pending", "Captioning…");
+  }
+}
+
 async function captionOne(file, fields, card) {
-  const form = new FormData();
-  form.append("file", file, file.name);
-  for (const [key, value] of fields) form.append(key, value);
+  const makeBody = () => {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    for (const [key, value] of fields) form.append(key, value);
+    return form;
+  };
   setState(card, "pending", "Captioning…");
   try {
-    const response = await api("v1/caption", { method: "POST", body: form });
+    const response = await postWithRetry("v1/caption", makeBody, card);
     if (!response.ok) {
       const { code, message } = await readError(response);
       showError(card, code, message);
@@ -321,6 +340,10 @@ async function pollBatch(taskId, files, thumbs) {
     let status;
     try {
       const response = await api(`async-batch-caption/status/${encodeURIComponent(taskId)}`);
+      if (response.status === 429 || response.status === 503) {
+        await sleep(Math.min(Number(response.headers.get("Retry-After")) || 2, 30) * 1000);
+        continue;
+      }
       if (!response.ok) {
         const { code, message } = await readError(response);
         ui.batch.dataset.state = "error";
@@ -330,12 +353,12 @@ async function pollBatch(taskId, files, thumbs) {
       status = await response.json();
     } catch (err) {
       ui.batchStatus.textContent = unreachable(err).message;
-      await new Promise((r) => setTimeout(r, POLL_MS * 3));
+      await sleep(POLL_MS * 3);
       continue;
     }
     renderBatch(status, files, thumbs);
     if (isFinished(status.status)) return;
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await sleep(POLL_MS);
   }
 }
 

@@ -191,5 +191,95 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     Console().print(table)
 
 
+@app.command()
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="folders, image files or s3:// prefixes")],
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster)")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster, e.g. ray://head:10001 or auto")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="*.jsonl or *.parquet")] = Path(
+        "results.jsonl"
+    ),
+    sink: Annotated[list[str] | None, typer.Option("--sink", help="also deliver here (repeatable)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="preset, HF id or local dir")] = None,
+    backend: Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
+    prompt: Annotated[str | None, typer.Option(help="instruction or prefix for the model")] = None,
+    task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
+    detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
+    max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="images per device batch")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="Ray: model replicas (one per GPU)")] = None,
+    gpus_per_replica: Annotated[float | None, typer.Option(min=0, help="Ray: GPUs each (0 = CPU)")] = None,
+    num_cpus: Annotated[int | None, typer.Option(min=1, help="Ray: CPUs of a local cluster")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="into subfolders")] = True,
+    glob: Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")] = None,
+    tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
+    from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
+    from descry.sinks import build_sinks
+
+    if detail not in ("brief", "detailed"):
+        raise typer.BadParameter("use brief or detailed", param_hint="--detail")
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("use local or ray", param_hint="--engine")
+    ray_only = {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica}
+    if engine == "local" and (given := [name for name, value in ray_only.items() if value is not None]):
+        raise typer.BadParameter(f"{', '.join(given)} needs --engine ray", param_hint="--engine")
+    try:
+        settings = build_settings(
+            name=model, backend=backend, base_url=base_url, device=device, dtype=dtype, batch_size=batch_size
+        )
+        refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
+        out = BatchOutput(output)
+        sinks = build_sinks(sink or [], settings)
+    except DescryError as exc:
+        raise fail(exc) from exc
+    if not refs:
+        err.print("[yellow]no images found[/yellow] (check the path and --glob)")
+        raise typer.Exit(1)
+    params = GenerationParams(max_new_tokens=max_tokens)
+    request = CaptionRequest(prompt=prompt, task=task, detail=_detail(detail), tags=tags, params=params)
+    options = RayOptions(address, replicas, gpus_per_replica, num_cpus)
+    engine_name: EngineName = "ray" if engine == "ray" else "local"
+    progress = None if quiet or not err.is_terminal else Progress(*_BATCH_COLUMNS, console=err)
+    hook = None
+    if progress is not None:
+        progress.start()
+        bar = progress.add_task("enriching", total=None)
+        hook = _advancer(progress, bar)
+    try:
+        work = run_batch(
+            settings, request, refs, out, sinks=sinks, engine=engine_name, ray=options, on_result=hook
+        )
+        result = asyncio.run(work)
+    except DescryError as exc:
+        raise fail(exc) from exc
+    finally:
+        if progress is not None:
+            progress.stop()
+    result.summary.failures.extend(result.delivery_failures)
+    _report(result.summary)
+    if err.is_terminal:
+        err.print(f"results in {output}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+_BATCH_COLUMNS = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
+
+
+def _advancer(progress: Progress, bar: Any) -> Any:
+    """An on_result hook that moves the bar one image on."""
+
+    def advance(*_: object) -> None:
+        progress.advance(bar)
+
+    return advance
+
+
+
 if __name__ == "__main__":
     main()

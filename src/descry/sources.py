@@ -106,11 +106,14 @@ def check_server_path(raw: str, roots: list[Path]) -> Path:
     resolved_roots = [r.expanduser().resolve() for r in roots]
     if not candidate.is_absolute():
         candidate = resolved_roots[0] / candidate
-    resolved = candidate.resolve()
-    if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
-        raise SourceForbidden("the path is outside the allowed roots", source=raw)
-    if not resolved.is_file():
-        raise SourceNotFound("no such file", source=raw)
+    try:
+        resolved = candidate.resolve()
+        if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
+            raise SourceForbidden("the path is outside the allowed roots", source=raw)
+        if not resolved.is_file():
+            raise SourceNotFound("no such file", source=raw)
+    except OSError as exc:
+        raise InputError(f"the path cannot be used ({exc.strerror})", source=raw[:200]) from exc
     return resolved
 
 
@@ -140,6 +143,8 @@ def _read_file(path: Path, name: str, limits: ImageLimits) -> bytes:
         raise InputError("this is a directory, not an image", source=name) from exc
     except PermissionError as exc:
         raise SourceForbidden("permission denied", source=name, hint="check the file's permissions") from exc
+    except OSError as exc:
+        raise InputError(f"the file cannot be read ({exc.strerror})", source=name) from exc
 
 
 def _blocked_address(address: str) -> bool:

@@ -192,6 +192,42 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind (default 0.0.0.0)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="processes (one model each)")] = None,
+    reload: Annotated[bool, typer.Option("--reload", help="restart on code changes (development)")] = False,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
+) -> None:
+    """Run the HTTP API (docs at /docs); the model loads in the background, /ready says when it is up."""
+    import os
+
+    try:
+        import uvicorn
+    except ImportError as exc:
+        from descry.errors import MissingDependency
+
+        raise fail(MissingDependency("uvicorn", "server")) from exc
+    settings = Settings()
+    server = settings.server
+    if log_level:
+        os.environ["DESCRY_LOG_LEVEL"] = log_level  # the worker processes build their Settings from the env
+    level = (log_level or settings.log_level).lower()
+    uvicorn.run(
+        "descry.api.app:app_from_env",
+        factory=True,
+        host=host or server.host,
+        port=port or server.port,
+        workers=None if reload else (workers or server.workers),
+        reload=reload,
+        log_level=level,
+        log_config=None,
+        access_log=False,
+        root_path=server.root_path,
+    )
+
+
+@app.command()
 def batch(
     inputs: Annotated[list[str], typer.Argument(help="folders, image files or s3:// prefixes")],
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster)")] = "local",

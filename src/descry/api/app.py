@@ -1,0 +1,126 @@
+"""The FastAPI application: a thin factory around the engine (library first, HTTP second).
+
+``create_app(settings)`` builds everything on ``app.state``; the lifespan starts the model load in
+the background so ``/health`` answers (``loading``) while the weights load, and a load failure
+is reported by ``/health`` and ``/ready`` instead of crashing the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from descry import __version__
+from descry.api.batches import BatchManager, LocalBatches
+from descry.api.errors import install_error_handlers
+from descry.api.logs import configure_logging
+from descry.api.metrics import ApiMetrics
+from descry.api.middleware import RequestMiddleware
+from descry.api.openapi import install_openapi
+from descry.api.routes import health, seed, v1
+from descry.api.security import install_security, require_scope
+from descry.api.service import CaptionService
+from descry.api.sinkpool import SinkPool
+from descry.config import Settings
+from descry.engine.pipeline import Engine
+from descry.enrich.enricher import Enricher
+from descry.errors import DescryError
+
+log = logging.getLogger("descry.api")
+
+DESCRIPTION = """Caption and enrich images with vision-language models running on your own hardware.
+
+The canonical API lives under `/v1`. The routes without a prefix (`/infer`, `/api/enrich`,
+`/caption`, `/batch-caption`, `/async-batch-caption`) keep the request and response shapes of
+the services descry replaces. Errors are JSON: `{"error": {"code", "message"}, "request_id"}`.
+"""
+
+
+async def _load_model(app: FastAPI) -> None:
+    """Start the engine; a failure is recorded on the engine state, logged, and never raised."""
+    engine: Engine = app.state.engine
+    metrics: ApiMetrics = app.state.metrics
+    try:
+        await engine.start(on_batch=metrics.on_batch)
+    except DescryError as exc:
+        log.error("the model failed to load: %s; /health reports it and caption requests get 503", exc)
+    except Exception:
+        log.exception("the model failed to load; /health reports it and caption requests get 503")
+    metrics.model_state(engine.ready, engine.state.load_seconds)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine: Engine = app.state.engine
+    owns_engine = not engine.ready
+    loader = asyncio.create_task(_load_model(app)) if owns_engine else None
+    app.state.loader = loader
+    batches: BatchManager = app.state.batches
+    await batches.start()
+    try:
+        yield
+    finally:
+        await batches.close()
+        if loader is not None:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+        await app.state.sinks.close()
+        await app.state.enricher.enhancer.aclose()
+        if owns_engine:
+            await engine.stop()
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, batches: BatchManager | None = None
+) -> FastAPI:
+    """The HTTP service for one Settings; pass an engine (e.g. with a test backend) to reuse it."""
+    docs = settings.server.docs
+    app = FastAPI(
+        title="descry",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        root_path=settings.server.root_path,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    engine = engine or Engine(settings)
+    metrics = ApiMetrics()
+    metrics.track_queue(lambda: engine.batcher.queue_depth if engine.ready else 0)
+    sinks = SinkPool(settings)
+    enricher = Enricher(engine, settings)
+    service = CaptionService(enricher, sinks, metrics, concurrency=settings.server.batch_concurrency)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.sinks = sinks
+    app.state.enricher = enricher
+    app.state.service = service
+    app.state.batches = batches or LocalBatches(service, settings.data_dir)
+
+    install_error_handlers(app)
+    caption_scope = [Depends(require_scope("caption"))]
+    app.include_router(v1.router, dependencies=caption_scope)
+    app.include_router(seed.router, dependencies=caption_scope)
+    app.include_router(health.router)
+    install_openapi(app)
+    install_security(app, settings.security)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.security.max_body_bytes)
+    # the web page; mounted last so every API route above wins
+    app.mount("/", StaticFiles(directory=Path(__file__).with_name("static"), html=True), name="web")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory (``descry.api.app:app_from_env``): settings are read at start-up, not import."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,145 @@
+"""The only place errors become HTTP status codes and JSON bodies.
+
+Every error response has the same shape::
+
+    {"error": {"code": "image_too_large", "message": "..."}, "request_id": "..."}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from descry import errors
+
+log = logging.getLogger("descry.api")
+
+# most specific first is not needed: the class's MRO is walked and the first match wins
+STATUS: dict[type[errors.DescryError], int] = {
+    errors.ImageTooLarge: 413,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedFormat: 415,
+    errors.CorruptImage: 400,
+    errors.SourceNotFound: 404,
+    errors.SourceForbidden: 403,
+    errors.SourceFetchError: 400,
+    errors.InputError: 400,
+    errors.CapabilityError: 422,
+    errors.ModelNotReady: 503,
+    errors.OutOfMemory: 503,
+    errors.RemoteModelError: 502,
+    errors.ModelError: 500,
+    errors.Overloaded: 429,
+    errors.NotFound: 404,
+    errors.Forbidden: 403,
+    errors.AuthError: 401,
+    errors.OutputError: 500,
+    errors.DeliveryError: 502,
+    errors.ConfigError: 500,
+    errors.DescryError: 500,
+}
+NOT_READY_RETRY_AFTER = 5
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "overloaded",
+}
+
+
+def status_for(exc: errors.DescryError) -> int:
+    """The HTTP status for a descry error."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def retry_after(exc: errors.DescryError) -> int | None:
+    """Seconds a client should wait before retrying, for errors where waiting helps."""
+    if isinstance(exc, errors.Overloaded):
+        return max(1, round(exc.retry_after))
+    if isinstance(exc, errors.ModelNotReady):
+        return NOT_READY_RETRY_AFTER
+    return None
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_body(code: str, message: str, request_id: str | None, **extra: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, **extra}
+    return {"error": error, "request_id": request_id}
+
+
+def _count(request: Request, code: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.failure(code)
+
+
+async def descry_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DescryError)
+    status = status_for(exc)
+    _count(request, exc.code)
+    extra = {"source": exc.source} if exc.source else {}
+    if exc.hint:
+        extra["hint"] = exc.hint
+    headers = {}
+    if (seconds := retry_after(exc)) is not None:
+        headers["Retry-After"] = str(seconds)
+    if status >= 500:
+        log.log(
+            logging.INFO if status == 503 else logging.WARNING,
+            "request failed code=%s status=%d error=%r",
+            exc.code,
+            status,
+            str(exc),
+        )
+    body = error_body(exc.code, str(exc), request_id_of(request), **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"field": _location(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "the request is not valid"
+    _count(request, "validation_error")
+    body = error_body(
+        "validation_error", f"invalid request: {message}", request_id_of(request), details=details
+    )
+    return JSONResponse(body, status_code=422)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    body = error_body(code, str(exc.detail), request_id_of(request))
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def internal_error_body(request_id: str | None) -> dict[str, Any]:
+    """What a client sees for a bug: no stack trace, just the id to find it in the logs."""
+    message = "the server hit an unexpected error; it was logged with this request id"
+    return error_body("internal_error", message, request_id)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.DescryError, descry_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)

@@ -1,0 +1,135 @@
+"""Reading request bodies: capped uploads, multipart option fields and JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException
+
+from descry.config import Settings
+from descry.errors import ImageTooLarge, InputError, PayloadTooLarge
+from descry.schemas import ImageRef
+from descry.sources import upload_ref
+
+M = TypeVar("M", bound=BaseModel)
+CHUNK = 1024 * 1024
+LIST_FIELDS = {"sinks"}
+JSON_FIELDS = {"params"}
+
+
+async def read_upload(upload: UploadFile | StarletteUpload, max_bytes: int) -> ImageRef:
+    """The upload's bytes as an ImageRef, reading no more than the per-image limit."""
+    name = upload.filename or "upload"
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await upload.read(CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise ImageTooLarge(
+                f"the upload is larger than {max_bytes} bytes",
+                source=name,
+                hint="send a smaller file or raise DESCRY_LIMITS__MAX_BYTES",
+            )
+        chunks.append(chunk)
+    return upload_ref(name, b"".join(chunks))
+
+
+async def read_uploads(uploads: list[Any], settings: Settings) -> list[ImageRef]:
+    """Every upload of a multipart request, in order, within the per-request file count."""
+    check_file_count(len(uploads), settings)
+    return [await read_upload(as_upload(u), settings.limits.max_bytes) for u in uploads]
+
+
+def as_upload(value: Any, field: str = "files") -> StarletteUpload:
+    if not isinstance(value, StarletteUpload):
+        raise InputError(
+            f"the form field {field!r} must be a file",
+            hint="send it as a file part, e.g. curl -F 'file=@photo.jpg'",
+        )
+    return value
+
+
+def check_file_count(count: int, settings: Settings) -> None:
+    limit = settings.security.max_files
+    if count > limit:
+        raise PayloadTooLarge(
+            f"{count} files in one request; the limit is {limit}",
+            hint="split the upload into several requests or raise DESCRY_SECURITY__MAX_FILES",
+        )
+    if count == 0:
+        raise InputError(
+            "the request has no image files", hint="attach images as multipart parts named 'files'"
+        )
+
+
+def validation_error(exc: ValidationError, prefix: tuple[str, ...] = ("body",)) -> RequestValidationError:
+    """A pydantic error as FastAPI's request validation error (rendered as 422 by api.errors)."""
+    errors = [{**e, "loc": (*prefix, *e.get("loc", ()))} for e in exc.errors(include_url=False)]
+    return RequestValidationError(errors)
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def form_fields(form: FormData, model: type[BaseModel], *, skip: set[str]) -> dict[str, Any]:
+    """The form's text fields that the model knows, with lists split and JSON decoded."""
+    data: dict[str, Any] = {}
+    for key in form:
+        if key in skip or key not in model.model_fields:
+            continue
+        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        if not values:
+            continue
+        if key in LIST_FIELDS:
+            data[key] = [part.strip() for v in values for part in v.split(",") if part.strip()]
+        elif key in JSON_FIELDS:
+            data[key] = _json_field(key, values[-1])
+        elif values[-1] != "":
+            data[key] = values[-1]
+    unknown = sorted(k for k in form if k not in skip and k not in model.model_fields)
+    if unknown:
+        allowed = ", ".join(sorted(model.model_fields))
+        raise InputError(f"unknown form field(s): {', '.join(unknown)}", hint=f"known fields: {allowed}")
+    return data
+
+
+def _json_field(key: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        hint = 'e.g. {"temperature": 0.7}'
+        raise InputError(f"the form field {key!r} is not valid JSON ({exc.msg})", hint=hint) from exc
+
+
+def content_kind(request: Request) -> str:
+    """'json' or 'form', from the Content-Type; anything else is a 415."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        return "json"
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return "form"
+    raise HTTPException(
+        415,
+        f"unsupported Content-Type {ctype or 'none'!r}: send multipart/form-data with image files, "
+        "or application/json naming a url, s3_uri or path",
+    )
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": None}]
+        ) from exc

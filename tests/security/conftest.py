@@ -93,16 +93,22 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
 
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then the exit code (killed after ``timeout``)."""
+    def terminate(self, timeout: float = 30.0) -> None:
+        """SIGTERM and wait for a clean exit (killed and failed after ``timeout``).
+
+        uvicorn shuts down gracefully, then re-raises the signal, so a clean exit reads -SIGTERM.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{self.output()}") from None
+        log = self.output()
+        assert code in (0, -signal.SIGTERM), f"exit code {code}:\n{log}"
+        assert "Traceback" not in log and "level=error" not in log, log
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -108,6 +109,42 @@ def test_parquet_has_the_same_rows_as_jsonl(tiny_blip: Path, tmp_path: Path) -> 
             want["image"]["format"],
         )
         assert [t["name"] for t in row["tags"]] == [t["name"] for t in want["tags"]]
+
+
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_prefix_objects_only(
+    tiny_blip: Path, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    for name, value in creds.items():
+        monkeypatch.setenv(name, value)
+    files = mixed_folder(tmp_path / "photos", count=5)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="assets")
+    for path in [*files["good"], *files["bad"]]:
+        client.put_object(Bucket="assets", Key=f"shoot/{path.name}", Body=path.read_bytes())
+    client.put_object(Bucket="assets", Key="other/elsewhere.jpg", Body=files["good"][0].read_bytes())
+
+    env = {"DESCRY_SOURCES__S3_ENDPOINT_URL": s3_endpoint}
+    result = run_batch_cli(
+        "s3://assets/shoot/", "-m", str(tiny_blip), "--max-tokens", "4", env=env, cwd=tmp_path
+    )
+    data = summary(result)
+    assert (data["total"], data["ok"], data["failed"]) == (5, 3, 2), result.stderr
+    rows = jsonl_rows(tmp_path / "results.jsonl")
+    assert sorted(rows) == sorted(f"s3://assets/shoot/{p.name}" for p in files["good"])
 
 
 def test_wrong_options_are_refused_before_any_work(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ def test_ray_engine_writes_what_the_local_engine_writes(tiny_blip: Path, tmp_pat
     mixed_folder(tmp_path / "photos", count=12)
     common = ("photos", "-m", str(tiny_blip), "--max-tokens", "4", "--batch-size", "4")
     local = run_batch_cli(*common, "-o", "local.jsonl", cwd=tmp_path)
-    on_ray = run_batch_cli(*common, *ON_RAY, "-o", "ray.parquet", cwd=tmp_path, env=RAY_ENV)
+    on_ray = run_batch_cli(
+        *common, *ON_RAY, "-o", "ray.parquet", "--sink", "jsonl", cwd=tmp_path, env=RAY_ENV
+    )
     assert on_ray.returncode == local.returncode == 1, on_ray.stderr[-3000:]
 
     got, want = summary(on_ray), summary(local)
@@ -50,6 +52,8 @@ def test_ray_engine_writes_what_the_local_engine_writes(tiny_blip: Path, tmp_pat
         for key in ("caption", "tags", "source", "image", "attempts", "params", "chosen_attempt"):
             assert item[key] == reference[key], (row["name"], key)
         assert set(item["timings"]) == set(reference["timings"])
+    delivered = [json.loads(line) for line in (tmp_path / "data/enrichments.jsonl").read_text().splitlines()]
+    assert sorted(line["name"] for line in delivered) == sorted(expected)
 
     again = run_batch_cli(*common, *ON_RAY, "-o", "ray.parquet", cwd=tmp_path, env=RAY_ENV)
     data = summary(again)

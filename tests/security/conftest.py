@@ -32,12 +32,14 @@ def files_under(root: Path) -> set[Path]:
 
 
 @contextmanager
-def app_client(settings: Settings, backend: Backend | None = None) -> Iterator[TestClient]:
+def app_client(
+    settings: Settings, backend: Backend | None = None, *, ready_headers: dict[str, str] | None = None
+) -> Iterator[TestClient]:
     """The real app around an EchoBackend, started (lifespan) and ready; server errors become 500s."""
     app = create_app(settings, engine=Engine(settings, backend=backend or EchoBackend()))
     with TestClient(app, raise_server_exceptions=False) as client:
         deadline = time.monotonic() + 20
-        while client.get("/ready").status_code != 200:
+        while client.get("/ready", headers=ready_headers).status_code != 200:
             assert time.monotonic() < deadline, "the app never became ready"
             time.sleep(0.05)
         yield client

@@ -21,6 +21,7 @@ from descry.api.models import (
     source_ref,
 )
 from descry.api.openapi import either_body
+from descry.api.security import require_scope
 from descry.api.service import CaptionService
 from descry.api.uploads import as_upload, content_kind, json_body, parse_model, read_upload, read_uploads
 from descry.config import Settings
@@ -140,6 +141,7 @@ async def batch_caption(files: Uploads, service: Service, settings: Config) -> S
     response_model=AsyncSubmitted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Queue several uploaded images; poll the status route for the results",
+    dependencies=[Depends(require_scope("jobs"))],
 )
 async def async_batch_caption(
     files: Uploads, settings: Config, batches: Annotated[BatchManager, Depends(get_batches)]
@@ -154,6 +156,7 @@ async def async_batch_caption(
     "/async-batch-caption/status/{task_id}",
     response_model=AsyncBatchStatus,
     summary="Progress and, once finished, the results of an async batch",
+    dependencies=[Depends(require_scope("jobs"))],
 )
 async def async_batch_status(
     task_id: str, batches: Annotated[BatchManager, Depends(get_batches)]

@@ -103,7 +103,7 @@ def check_server_path(raw: str, roots: list[Path]) -> Path:
     if "\x00" in raw:
         raise InputError("the path contains a NUL byte", source=raw)
     candidate = Path(raw)
-    resolved_roots = [r.expanduser().resolve() for r in roots]
+    resolved_roots = [Path(r).expanduser().resolve() for r in roots]
     if not candidate.is_absolute():
         candidate = resolved_roots[0] / candidate
     try:

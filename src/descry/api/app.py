@@ -19,18 +19,19 @@ from fastapi.staticfiles import StaticFiles
 from descry import __version__
 from descry.api.batches import BatchManager, LocalBatches
 from descry.api.errors import install_error_handlers
+from descry.api.jobs import StoreBatches
 from descry.api.logs import configure_logging
 from descry.api.metrics import ApiMetrics
 from descry.api.middleware import RequestMiddleware
 from descry.api.openapi import install_openapi
-from descry.api.routes import health, seed, v1
+from descry.api.routes import health, jobs, seed, v1
 from descry.api.security import install_security, require_scope
 from descry.api.service import CaptionService
 from descry.api.sinkpool import SinkPool
 from descry.config import Settings
 from descry.engine.pipeline import Engine
 from descry.enrich.enricher import Enricher
-from descry.errors import DescryError
+from descry.errors import DescryError, MissingDependency
 
 log = logging.getLogger("descry.api")
 
@@ -53,16 +54,36 @@ async def _load_model(app: FastAPI) -> None:
     except Exception:
         log.exception("the model failed to load; /health reports it and caption requests get 503")
     metrics.model_state(engine.ready, engine.state.load_seconds)
+    _start_workers(app)
+
+
+def _start_workers(app: FastAPI) -> None:
+    """Durable-job workers start once the model is ready, so queued images wait in the database."""
+    starter = getattr(app.state.batches, "start_workers", None)
+    if starter is not None and app.state.engine.ready:
+        starter()
+
+
+def _job_batches(settings: Settings, enricher: Enricher) -> StoreBatches | None:
+    """The durable job store for /v1/jobs and /async-batch-caption, when the jobs extra is installed."""
+    try:
+        from descry.jobs.service import JobService
+    except MissingDependency:
+        log.warning("durable jobs are off: %s", "pip install -c constraints.txt 'descry[jobs]'")
+        return None
+    return StoreBatches(JobService(settings, enricher))
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine: Engine = app.state.engine
     owns_engine = not engine.ready
-    loader = asyncio.create_task(_load_model(app)) if owns_engine else None
-    app.state.loader = loader
     batches: BatchManager = app.state.batches
     await batches.start()
+    loader = asyncio.create_task(_load_model(app)) if owns_engine else None
+    app.state.loader = loader
+    if not owns_engine:
+        _start_workers(app)
     try:
         yield
     finally:
@@ -104,13 +125,16 @@ def create_app(
     app.state.sinks = sinks
     app.state.enricher = enricher
     app.state.service = service
-    app.state.batches = batches or LocalBatches(service, settings.data_dir)
+    job_batches = _job_batches(settings, enricher) if batches is None else None
+    app.state.jobs = job_batches.jobs if job_batches else None
+    app.state.batches = batches or job_batches or LocalBatches(service, settings.data_dir)
 
     install_error_handlers(app)
     caption_scope = [Depends(require_scope("caption"))]
     app.include_router(v1.router, dependencies=caption_scope)
     app.include_router(seed.router, dependencies=caption_scope)
     app.include_router(health.router)
+    app.include_router(jobs.router, dependencies=[Depends(require_scope("jobs"))])
     install_openapi(app)
     install_security(app, settings.security)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.security.max_body_bytes)

@@ -30,7 +30,14 @@ def _form_fields() -> dict[str, Any]:
 
 
 def component_schemas() -> dict[str, Any]:
-    models = [(CaptionSource, "validation"), (BatchSources, "validation"), (SeedCaptionJSON, "validation")]
+    from descry.api.routes.jobs import JobSources
+
+    models = [
+        (CaptionSource, "validation"),
+        (BatchSources, "validation"),
+        (SeedCaptionJSON, "validation"),
+        (JobSources, "validation"),
+    ]
     _, top = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
     schemas["CaptionUpload"] = {

@@ -63,7 +63,7 @@ def test_64_clients_get_answers_or_429s_and_memory_stays_flat(
     server = start_server(
         {
             "DESCRY_AGENT__ENABLED": "false",
-            "DESCRY_SECURITY__CLIENT_RATE": 150,
+            "DESCRY_SECURITY__CLIENT_RATE": 40,
             "DESCRY_SECURITY__CLIENT_BURST": 64,
             "DESCRY_BATCHING__MAX_QUEUE": 48,
             "DESCRY_MODEL__BATCH_SIZE": 16,

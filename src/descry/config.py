@@ -189,10 +189,10 @@ class SecuritySettings(BaseModel):
     api_keys: list[ApiKey] = Field(default_factory=list, description="keys are required once any is set")
     public_health: bool = Field(False, description="serve /health without a key when keys are on")
     public_metrics: bool = Field(False, description="serve /metrics without a key when keys are on")
-    key_rate: float = Field(20.0, ge=0, description="requests per second per API key; 0 = unlimited")
-    key_burst: int = Field(40, ge=1, description="requests a key may send at once")
-    client_rate: float = Field(20.0, ge=0, description="requests per second per client address; 0 = unlimited")
-    client_burst: int = Field(40, ge=1, description="requests one address may send at once")
+    key_rate: float = Field(50.0, ge=0, description="requests per second per API key; 0 = unlimited")
+    key_burst: int = Field(100, ge=1, description="requests a key may send at once")
+    client_rate: float = Field(50.0, ge=0, description="requests per second per client address; 0 = unlimited")
+    client_burst: int = Field(100, ge=1, description="requests one address may send at once")
     trusted_proxies: list[str] = Field(
         default_factory=list, description="proxy addresses/CIDRs whose X-Forwarded-For is believed"
     )

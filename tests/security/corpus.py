@@ -5,6 +5,7 @@ Builders return bytes; nothing here touches the network or the disk.
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import struct
@@ -108,8 +109,9 @@ def _bad(label: str, filename: str, data: bytes, statuses: set[int], codes: froz
     return BadFile(label, filename, data, frozenset(statuses), frozenset(codes))
 
 
-def bad_uploads() -> list[BadFile]:
-    """Uploads that must be refused with a 4xx, a stable code and a message."""
+@functools.cache
+def bad_uploads() -> tuple[BadFile, ...]:
+    """Uploads that must be refused with a 4xx, a stable code and a message (built once)."""
     jpeg = picture("JPEG", (256, 256))
     png = picture("PNG", (128, 128))
     webp = picture("WEBP", (128, 128))
@@ -117,7 +119,7 @@ def bad_uploads() -> list[BadFile]:
     bad_crc[29] ^= 0xFF  # inside IHDR's CRC
     svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     corrupt = {400, 415}
-    return [
+    return (
         _bad("zero bytes", "empty.jpg", b"", {400}, {"corrupt_image", "invalid_input"}),
         _bad("truncated JPEG", "cut.jpg", jpeg[: len(jpeg) // 2], corrupt, CORRUPT),
         _bad("JPEG header only", "head.jpg", jpeg[:200], corrupt, CORRUPT),
@@ -144,7 +146,7 @@ def bad_uploads() -> list[BadFile]:
         _bad("JPEG claiming 60000x60000", "huge.jpg", jpeg_with_size(60_000, 60_000), {413}, TOO_LARGE),
         _bad("JPEG claiming 0x0", "zero.jpg", jpeg_with_size(0, 0), {400, 415}, CORRUPT),
         _bad("BMP claiming 50000x50000", "huge.bmp", bmp_header(50_000, 50_000), {413}, TOO_LARGE),
-    ]
+    )
 
 
 def odd_but_valid() -> list[tuple[str, str, bytes]]:

@@ -70,7 +70,11 @@ def _server_path(source: str, settings: Settings) -> list[ImageRef]:
     candidate = Path(source)
     if roots and not candidate.is_absolute():
         candidate = roots[0] / candidate
-    if roots and candidate.is_dir():
+    try:
+        is_folder = bool(roots) and candidate.is_dir()
+    except OSError as exc:  # e.g. a name longer than the filesystem allows
+        raise InputError(f"the path cannot be used ({exc.strerror})", source=source[:200]) from exc
+    if is_folder:
         folder = candidate.resolve()
         if any(folder == r or folder.is_relative_to(r) for r in roots):
             return [path_ref(p) for p in walk_directory(folder) if any(p.resolve().is_relative_to(r) for r in roots)]

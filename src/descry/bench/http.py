@@ -31,6 +31,8 @@ def http_available() -> str | None:
         import descry.api.app  # noqa: F401
     except ImportError as exc:
         return f"{exc.name or exc} is not importable ({exc})"
+    except Exception as exc:  # e.g. MissingDependency raised while the app's modules import
+        return f"the API could not be imported: {exc}"
     return None
 
 

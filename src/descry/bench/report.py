@@ -93,10 +93,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Hardware and software: {_machine(result)}.",
         "",
-        f"Load average (1/5/15 min) at start {result.get('load_average_start')}, "
-        f"at end {result.get('load_average_end')}.",
-        "",
     ]
+    if result.get("load_average_start"):
+        lines += [
+            f"Load average (1/5/15 min) at start {result['load_average_start']}, "
+            f"at end {result.get('load_average_end')}.",
+            "",
+        ]
     for key, model in result["models"].items():
         size = "x".join(map(str, model["image_size"]))
         lines.append(
@@ -121,6 +124,9 @@ def markdown(result: dict[str, Any]) -> str:
                 for size, p in model["sweep"].items()
             )
             lines += ["", f"Engine batch-size sweep for {key} (max batch size: throughput): {points}."]
+    for key, model in result["models"].items():
+        if model.get("error"):
+            lines += ["", f"**{key} stopped early:** `{model['error']}` (rows above were measured before)."]
     for key, error in (result.get("failed") or {}).items():
         lines += ["", f"**{key} failed:** `{error}`"]
     lines += [

@@ -123,6 +123,9 @@ async def bench_model(
                 + ", ".join(f"{k}: {v['images_per_second']} img/s" for k, v in result["sweep"].items())
             )
         result["http"] = await _http(engine, images, params, profile, case, cuda=cuda, enabled=http, log=log)
+    except Exception as exc:  # keep what was measured before the failure
+        log(f"[{case.key}] failed: {exc!r}")
+        result["error"] = repr(exc)
     finally:
         await engine.stop()
         del engine

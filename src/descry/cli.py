@@ -58,7 +58,7 @@ def caption(
     task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
     detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
     max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="images per device batch")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="descend into subfolders")] = True,
@@ -229,9 +229,13 @@ def serve(
 
 @app.command()
 def bench(
-    profile: Annotated[str, typer.Option(help="tiny (seconds), cpu (BLIP-base) or gpu (Qwen2.5-VL-7B, Phi-3.5-V)")] = "cpu",
+    profile: Annotated[
+        str, typer.Option(help="tiny (seconds), cpu (BLIP-base) or gpu (Qwen2.5-VL-7B, Phi-3.5-V)")
+    ] = "cpu",
     out: Annotated[Path | None, typer.Option(help="folder for <profile>-<date>.json")] = Path("benchmarks/results"),
-    images: Annotated[int | None, typer.Option(min=1, help="images per model for the engine (default: profile's)")] = None,
+    images: Annotated[
+        int | None, typer.Option(min=1, help="images per model for the engine (default: profile's)")
+    ] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only these models of the profile")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="engine batch size override")] = None,
     results_md: Annotated[Path | None, typer.Option("--results-md", help="also update this RESULTS.md")] = None,
@@ -273,7 +277,7 @@ def batch(
     task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
     detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
     max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="images per device batch")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
     replicas: Annotated[int | None, typer.Option(min=1, help="Ray: model replicas (one per GPU)")] = None,

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_MODEL = "florence-2-base"
+CUDA_BATCH_SIZE = 64  # measured on an H200 with a Qwen2.5-VL-7B shape: throughput grows up to 128-256
+CPU_BATCH_SIZE = 8
 
 
 class ModelSettings(BaseModel):
@@ -31,12 +33,21 @@ class ModelSettings(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
     prompt: str | None = None
     num_crops: int | None = Field(None, ge=1, le=16)
-    batch_size: int = Field(8, ge=1, le=256)
+    batch_size: int | None = Field(
+        None, ge=1, le=1024, description="images per device batch; unset: 64 on CUDA, 8 elsewhere"
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     api_key: str | None = None
     request_timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
     max_concurrency: int = Field(16, ge=1, le=1024)
+
+
+    def batch_size_for(self, device: str) -> int:
+        """The batch size to use on a device: the setting, or a default that suits the device."""
+        if self.batch_size:
+            return self.batch_size
+        return CUDA_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
 
 class ImageLimits(BaseModel):

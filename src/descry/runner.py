@@ -66,21 +66,30 @@ class CaptionRun:
         t0 = time.perf_counter()
         try:
             enricher = Enricher(engine, self.settings)
-            limit = asyncio.Semaphore(self._concurrency())
-            tasks = []
+            running: set[asyncio.Task[None]] = set()
+            slot = asyncio.Event()
+
+            def finished(task: asyncio.Task[None]) -> None:
+                running.discard(task)
+                if not task.cancelled():
+                    task.exception()  # retrieved here; a fatal error is re-raised from self._fatal
+                slot.set()
+
             for ref in refs:
-                await limit.acquire()
+                while len(running) >= self._concurrency(engine):
+                    slot.clear()
+                    await slot.wait()
                 if self._fatal:
                     break
                 task = asyncio.create_task(self._one(enricher, ref, summary, on_result))
-                task.add_done_callback(lambda _t: limit.release())
-                tasks.append(task)
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                raise
+                running.add(task)
+                task.add_done_callback(finished)
+            results = await asyncio.gather(*running, return_exceptions=True)
+            if self._fatal:
+                raise self._fatal
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         finally:
             summary.seconds = time.perf_counter() - t0
             if self.engine is None and engine.state.status != "stopped":
@@ -98,9 +107,9 @@ class CaptionRun:
                     self._fatal = exc
                     raise
 
-    def _concurrency(self) -> int:
-        batch = self.settings.model.batch_size
-        return max(2, batch * (self.settings.batching.inflight_batches + 1))
+    def _concurrency(self, engine: Engine) -> int:
+        """Images in flight: enough to fill the batches being prepared and the one on the device."""
+        return max(2, engine.batch_size * (self.settings.batching.inflight_batches + 1))
 
     async def _one(self, enricher: Enricher, ref: ImageRef, summary: RunSummary, on_result: ResultHook | None) -> None:
         try:

@@ -135,10 +135,10 @@ def test_page_is_served_with_its_assets_and_reports_the_model_ready(
     assert page.title() == "descry"
     sync_api.expect(page.locator("#health")).to_have_attribute("data-status", "ready")
     sync_api.expect(page.locator("#health-text")).to_contain_text("ready")
-    for asset in ("app.js", "style.css"):
+    for asset in ("static/app.js", "static/style.css"):
         assert page.request.get(server.url + asset).ok
     # everything is served by descry itself: no CDN, nothing outside the server
-    assert {server.url + "app.js", server.url + "style.css", server.url + "health"} <= set(seen_urls)
+    assert {server.url + "static/app.js", server.url + "static/style.css", server.url + "health"} <= set(seen_urls)
     assert all(url.startswith((server.url, "data:")) for url in seen_urls), seen_urls
     # the file input is keyboard reachable through its label, the options are labelled
     assert page.get_by_label("Drop images here").get_attribute("type") == "file"

@@ -69,13 +69,8 @@ def test_an_obedient_model_is_steered_back_to_a_plain_caption(open_settings: Set
     assert any("markdown" in line for line in body["reasoning_trace"])
 
 
-KNOWN_GAP = (
-    "quality.clean() flattens a markdown table into one line of pipes and judge() does not flag a JSON "
-    "object, so the agent accepts them as captions (reported to the lead)"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GAP)
 @pytest.mark.parametrize("prompt", INJECTIONS[:2], ids=["table", "json"])
 def test_tables_and_json_are_steered_back_to_plain_captions(prompt: str, open_settings: Settings) -> None:
     with app_client(open_settings, ObedientBackend()) as client:

@@ -113,3 +113,25 @@ async def test_items_of_different_shapes_are_batched_apart() -> None:
     await batcher.stop()
     assert [g.text.split("x")[0] for g in gens] == ["150", "50"] * 4
     assert sorted(backend.batches) == [4, 4]
+
+
+async def test_while_the_device_is_busy_a_partial_batch_keeps_filling() -> None:
+    backend = EchoBackend(delay=0.3)
+    batcher = await started(backend, max_batch_size=8, max_wait_s=0.01)
+    first = asyncio.create_task(batcher.submit(item(20)))
+    await asyncio.sleep(0.05)  # the first image is on the device alone
+    later = []
+    for i in range(8):
+        later.append(asyncio.create_task(batcher.submit(item(30 + i))))
+        await asyncio.sleep(0.02)  # arrivals slower than max_wait
+    await asyncio.gather(first, *later)
+    await batcher.stop()
+    assert backend.batches == [1, 8]
+
+
+async def test_an_idle_device_runs_a_partial_batch_after_max_wait() -> None:
+    backend = EchoBackend()
+    batcher = await started(backend, max_batch_size=8, max_wait_s=0.02)
+    gens = await asyncio.gather(*(batcher.submit(item(20 + i)) for i in range(3)))
+    await batcher.stop()
+    assert len(gens) == 3 and backend.batches == [3]

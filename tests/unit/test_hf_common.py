@@ -175,3 +175,20 @@ class TestRunGuarded:
 
     def test_result_is_returned(self) -> None:
         assert hf_common.run_guarded(lambda: 42) == 42
+
+
+def test_attention_choice_prefers_an_explicit_option_and_needs_flash_attn_for_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from descry.backends.hf_common import attention_for
+
+    assert attention_for("cpu", {}) == "sdpa"
+    assert attention_for("cpu", {}, fallback="eager") == "eager"
+    assert attention_for("cpu", {"attn_implementation": "eager"}) == "eager"
+    with pytest.raises(ConfigError):
+        attention_for("cpu", {"attn_implementation": "magic"})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else None)
+    assert attention_for("cuda", {}) == "flash_attention_2"
+    assert attention_for("cpu", {}) == "sdpa"

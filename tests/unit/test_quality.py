@@ -168,3 +168,14 @@ def test_severity_sums_and_every_problem_has_one() -> None:
 def test_weird_input_does_not_raise(text: str) -> None:
     assert isinstance(judge(text, finish_reason="stop", min_words=5, language="en"), list)
     assert isinstance(clean(text), str)
+
+
+def test_tables_and_json_answers_are_flagged_and_tables_keep_their_lines() -> None:
+    from descry.enrich.quality import Problem, clean, judge
+
+    table = "Objects:\n| object | colour |\n|---|---|\n| square | red |"
+    assert Problem.markdown in judge(clean(table), min_words=1)
+    assert "\n" in clean(table)
+    assert Problem.markdown in judge('{"caption": "a dog", "tags": ["dog"]}', min_words=1)
+    assert Problem.markdown in judge('["a dog", "a cat"]', min_words=1)
+    assert Problem.markdown not in judge("A dog {sits} on a mat next to a cat.", min_words=1)

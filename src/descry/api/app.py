@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from descry import __version__
@@ -138,9 +139,18 @@ def create_app(
     install_openapi(app)
     install_security(app, settings.security)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.security.max_body_bytes)
-    # the web page; mounted last so every API route above wins
-    app.mount("/", StaticFiles(directory=Path(__file__).with_name("static"), html=True), name="web")
+    _install_web_page(app)
     return app
+
+
+def _install_web_page(app: FastAPI) -> None:
+    """The web page at ``/`` and its assets under ``/static``; API paths keep their own 404/405 answers."""
+    static = Path(__file__).with_name("static")
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        return FileResponse(static / "index.html", media_type="text/html")
 
 
 def app_from_env() -> FastAPI:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +51,23 @@ def resolve_dtype(requested: str, device: str) -> Any:
     if device == "mps":
         return torch.float16
     return torch.float32
+
+
+ATTENTION_CHOICES = ("eager", "flash_attention_2", "sdpa")
+
+
+def attention_for(device: str, options: dict[str, Any], *, fallback: str = "sdpa") -> str:
+    """flash-attn on CUDA when it is installed, else ``fallback``; an ``attn_implementation`` option wins."""
+    chosen = options.get("attn_implementation")
+    if chosen:
+        if chosen not in ATTENTION_CHOICES:
+            raise ConfigError(
+                f"unknown attn_implementation {chosen!r}", hint=f"use one of {', '.join(ATTENTION_CHOICES)}"
+            )
+        return str(chosen)
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return fallback
 
 
 def quantization_config(spec: ModelSpec, device: str) -> Any | None:

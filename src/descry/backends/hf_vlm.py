@@ -106,7 +106,8 @@ class HFVisionBackend(Backend):
             kwargs.update(quantization_config=quantization, device_map={"": self.device})
         loader = transformers.AutoModelForImageTextToText.from_pretrained
         try:
-            return hf_common.load_pretrained(loader, self.spec, attn_implementation="sdpa", **kwargs)
+            attention = hf_common.attention_for(self.device, self.spec.options)
+            return hf_common.load_pretrained(loader, self.spec, attn_implementation=attention, **kwargs)
         except ValueError as exc:
             if "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
                 return self._load_plain(loader, kwargs)

@@ -7,7 +7,6 @@ batch is processed item by item and left-padded here into one ``generate`` call 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ PROMPT_TEMPLATE = "<|user|>\n<|image_1|>\n{text}<|end|>\n<|assistant|>\n"
 FALLBACK_PROMPT = "Describe this image."
 DEFAULT_NUM_CROPS = 4
 MAX_NUM_CROPS = 16
-ATTENTION_CHOICES = ("eager", "flash_attention_2", "sdpa")
 # chat-format markers a user prompt must not smuggle in (<|image_2|>, <|end|>, <|assistant|>, ...)
 CONTROL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
@@ -64,20 +62,6 @@ def num_crops_option(options: dict[str, Any]) -> int:
     return crops
 
 
-def attention_for(device: str, options: dict[str, Any]) -> str:
-    """flash-attn on CUDA when installed, else eager; an explicit ``attn_implementation`` option wins."""
-    chosen = options.get("attn_implementation")
-    if chosen:
-        if chosen not in ATTENTION_CHOICES:
-            raise ConfigError(
-                f"unknown attn_implementation {chosen!r}", hint=f"use one of {', '.join(ATTENTION_CHOICES)}"
-            )
-        return str(chosen)
-    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "eager"
-
-
 class Phi3VisionBackend(Backend):
     """microsoft/Phi-3.5-vision-instruct (and Phi-3-vision): the causal-LM class from its remote code."""
 
@@ -104,7 +88,7 @@ class Phi3VisionBackend(Backend):
         self.device = hf_common.resolve_device(self.spec.device)
         self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
         quantization = hf_common.quantization_config(self.spec, self.device)
-        attention = attention_for(self.device, self.spec.options)
+        attention = hf_common.attention_for(self.device, self.spec.options, fallback="eager")
         # the published config pins flash_attention_2; this config override replaces it
         kwargs: dict[str, Any] = {"dtype": self.dtype, "_attn_implementation": attention}
         if quantization is not None:

@@ -211,7 +211,7 @@ async def engine_phase(
 ) -> PhaseResult:
     """The engine in-process, after a warm-up pass of ``warmup`` images."""
     settings = engine.settings
-    concurrency = settings.model.batch_size * (settings.batching.inflight_batches + 1)
+    concurrency = engine.batch_size * (settings.batching.inflight_batches + 1)
     if warmup:
         await engine_run(engine, images[:warmup], params, concurrency)
     with MemoryPeak(cuda=cuda) as memory:

@@ -76,6 +76,7 @@ class DynamicBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._good_streak = 0
+        self._busy = 0
         self._closed = False
 
     @property
@@ -128,12 +129,14 @@ class DynamicBatcher:
             if not batch:
                 self._inflight.release()
                 continue
+            self._busy += 1
             task = asyncio.create_task(self._execute_and_release(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _fill(self) -> None:
-        """Wait until a full batch of the oldest item's kind is pending, or max_wait has passed."""
+        """Wait until a full batch of the oldest item's kind is pending, or max_wait has passed while
+        the device is idle: while it is busy a partial batch keeps filling, since it could not run yet."""
         if not self._pending:
             return
         deadline = self._pending[0].enqueued + self.max_wait_s
@@ -142,11 +145,20 @@ class DynamicBatcher:
             if sum(1 for p in self._pending if p.key == key) >= self.current_batch_size:
                 return
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 and self._busy == 0:
                 return
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                await asyncio.wait_for(self._wakeup.wait(), remaining if remaining > 0 else None)
+
+    def _device_done(self, released: list[bool]) -> None:
+        """A dispatched batch no longer needs the device: partial batches may go."""
+        if released[0]:
+            return
+        released[0] = True
+        self._busy -= 1
+        if self._busy == 0:
+            self._wakeup.set()
 
     def _take(self) -> list[_Pending]:
         live = [p for p in self._pending if not p.future.done()]
@@ -160,12 +172,14 @@ class DynamicBatcher:
         return batch
 
     async def _execute_and_release(self, batch: list[_Pending]) -> None:
+        released = [False]
         try:
-            await self._execute(batch)
+            await self._execute(batch, released)
         finally:
+            self._device_done(released)
             self._inflight.release()
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending], released: list[bool] | None = None) -> None:
         items = [p.item for p in batch]
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
@@ -176,6 +190,8 @@ class DynamicBatcher:
                 t2 = time.perf_counter()
                 raw = await loop.run_in_executor(self._device, self.backend.forward, prepared)
                 t3 = time.perf_counter()
+            if released is not None:
+                self._device_done(released)
             gens = await loop.run_in_executor(self._cpu, self.backend.postprocess, prepared, raw)
             t4 = time.perf_counter()
             stamp(

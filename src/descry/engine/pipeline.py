@@ -61,6 +61,15 @@ class Engine:
         return f"the model is {self.state.status}"
 
     @property
+    def batch_size(self) -> int:
+        """Images per device batch on the device the model is (or will be) on."""
+        if not self.backend.capabilities.batching:
+            return 1
+        if self.backend.device == "remote":
+            return self.settings.model.batch_size or self.settings.model.max_concurrency
+        return self.settings.model.batch_size_for(self.backend.device)
+
+    @property
     def target_pixels(self) -> int:
         """How many pixels decoding keeps: what the model can use, with headroom."""
         return int(self.backend.spec.options.get("max_pixels") or DEFAULT_TARGET_PIXELS)
@@ -79,7 +88,7 @@ class Engine:
         batching = self.settings.batching
         self._batcher = DynamicBatcher(
             self.backend,
-            max_batch_size=self.settings.model.batch_size if self.backend.capabilities.batching else 1,
+            max_batch_size=self.batch_size,
             max_wait_s=batching.max_wait_ms / 1000,
             max_queue=batching.max_queue,
             inflight_batches=batching.inflight_batches,

@@ -7,6 +7,7 @@ only fault was its wrapping is kept instead of retried. Everything here is pure 
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from enum import StrEnum
@@ -87,6 +88,7 @@ MD_INLINE = re.compile(
 )
 MD_HEADER = re.compile(r"^\s*#{1,6}\s+", re.MULTILINE)
 MD_FENCE = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
+MD_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")
 MD_BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+", re.MULTILINE)
 
 # frequent function words per language; English words are removed from the others before comparing
@@ -196,8 +198,19 @@ def has_preamble(text: str) -> bool:
 
 
 def has_markdown(text: str) -> bool:
-    """Headers, bullets, numbered lists, quotes, tables, fences, bold, italics or code."""
-    return bool(MD_LINE.search(text) or MD_INLINE.search(text))
+    """Headers, bullets, numbered lists, quotes, tables, fences, bold, italics, code, or a JSON document."""
+    return bool(MD_LINE.search(text) or MD_INLINE.search(text) or MD_TABLE.search(text) or is_json(text))
+
+
+def is_json(text: str) -> bool:
+    """The whole answer is a JSON object or array rather than a sentence."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "{[":
+        return False
+    try:
+        return isinstance(json.loads(stripped), dict | list)
+    except ValueError:
+        return stripped[-1:] in "}]"
 
 
 def detect_language(tokens: list[str], expected: str) -> str | None:
@@ -277,7 +290,7 @@ def clean(text: str) -> str:
         match = PREAMBLE.match(out)
         if match and match.end() < len(out):
             out = _capitalise_like(out[match.end() :].lstrip(" :,-–—"), text.strip().strip("\"'“”*_#"))
-    if not MD_BULLET.search(out):
+    if not MD_BULLET.search(out) and not MD_TABLE.search(out):
         out = " ".join(out.split())
     else:
         out = "\n".join(" ".join(line.split()) for line in out.splitlines() if line.strip())

@@ -234,7 +234,7 @@ def build_dataset(
 ) -> Any:
     """The lazy pipeline: refs → decode tasks → enrich actors."""
     items = [{"kind": ref.kind.value, "name": ref.name, "uri": ref.uri} for ref in refs]
-    per_call = settings.model.batch_size * (settings.batching.inflight_batches + 1)
+    per_call = settings.model.batch_size_for("cuda" if gpus else "cpu") * (settings.batching.inflight_batches + 1)
     resources = {"num_gpus": gpus} if gpus else {"num_cpus": 1}
     return (
         ray.data.from_items(items)

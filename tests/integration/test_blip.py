@@ -142,3 +142,13 @@ def test_missing_directory_is_model_not_found(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound) as info:
         backend.load()
     assert "save_pretrained" in str(info.value)
+
+
+def test_8bit_on_cpu_loads_int8_and_captions_a_batch(blip_dir: Path) -> None:
+    backend = registry.create_backend(ModelSettings(name=str(blip_dir), quantization="8bit", device="cpu"))
+    backend.load()
+    linears = [type(m).__module__ for m in backend.model.modules() if "Linear" in type(m).__name__]
+    assert any("quantized" in kind for kind in linears)
+    images = [Image.new("RGB", (40 + 10 * i, 30)) for i in range(3)]
+    gens = backend.generate([Prompted(image=img) for img in images])
+    assert len(gens) == 3 and all(g.output_tokens >= 0 for g in gens)

@@ -67,12 +67,27 @@ class TestQuantization:
     def test_none_needs_nothing(self) -> None:
         assert hf_common.quantization_config(spec(), "cpu") is None
 
-    @pytest.mark.parametrize("mode", ["8bit", "4bit"])
-    def test_bitsandbytes_on_cpu_is_a_config_error(self, mode: str) -> None:
+    def test_4bit_on_cpu_is_a_config_error(self) -> None:
         with pytest.raises(ConfigError) as info:
-            hf_common.quantization_config(spec(quantization=mode), "cpu")
-        assert mode in info.value.message
+            hf_common.quantization_config(spec(quantization="4bit"), "cpu")
+        assert "4bit" in info.value.message
         assert info.value.hint
+
+    @pytest.mark.parametrize("mode", ["8bit", "4bit"])
+    def test_quantization_on_mps_is_a_config_error(self, mode: str) -> None:
+        with pytest.raises(ConfigError):
+            hf_common.quantization_config(spec(quantization=mode), "mps")
+
+    def test_8bit_on_cpu_is_dynamic_int8_of_the_linear_layers(self) -> None:
+        assert hf_common.quantization_config(spec(quantization="8bit"), "cpu") is None
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        where = hf_common.Placement("cpu", torch.float32, None)
+        quantized = hf_common.finish_loading(model, spec(quantization="8bit"), where)
+        kinds = {type(m).__module__ for m in quantized.modules() if "Linear" in type(m).__name__}
+        assert kinds and all("quantized" in k for k in kinds)
+        assert quantized(torch.randn(3, 8)).shape == (3, 4)
+        plain = hf_common.finish_loading(torch.nn.Linear(8, 4), spec(), where)
+        assert type(plain) is torch.nn.Linear and not plain.training
 
 
 class TestGenerateKwargs:

@@ -57,18 +57,12 @@ class Florence2Backend(Backend):
     def load(self) -> None:
         transformers = hf_common.require("transformers")
         self._check_native(transformers)
-        self.device = hf_common.resolve_device(self.spec.device)
-        self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
-        quantization = hf_common.quantization_config(self.spec, self.device)
+        where = hf_common.placement(self.spec)
+        self.device, self.dtype = where.device, where.dtype
         self.processor = self._load_processor(transformers)
-        kwargs: dict[str, Any] = {"dtype": self.dtype}
-        if quantization is not None:
-            kwargs.update(quantization_config=quantization, device_map={"": self.device})
         loader = transformers.Florence2ForConditionalGeneration.from_pretrained
-        self.model = hf_common.load_pretrained(loader, self.spec, **kwargs)
-        if quantization is None:
-            self.model.to(self.device)
-        self.model.eval()
+        model = hf_common.load_pretrained(loader, self.spec, **where.load_kwargs())
+        self.model = hf_common.finish_loading(model, self.spec, where)
         self.loaded = True
 
     def _check_native(self, transformers: Any) -> None:
@@ -92,8 +86,7 @@ class Florence2Backend(Backend):
     def close(self) -> None:
         self.model = None
         self.processor = None
-        if self.device.startswith("cuda"):
-            hf_common.require("torch").cuda.empty_cache()
+        hf_common.release(self.device)
         super().close()
 
     def task_for(self, item: Prompted) -> str:

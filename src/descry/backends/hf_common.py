@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,13 +73,15 @@ def attention_for(device: str, options: dict[str, Any], *, fallback: str = "sdpa
 
 
 def quantization_config(spec: ModelSpec, device: str) -> Any | None:
-    """bitsandbytes 8/4-bit on CUDA; elsewhere a clear error naming the alternative."""
+    """bitsandbytes 8/4-bit on CUDA; 8-bit on CPU is torch's dynamic int8 (see finish_loading)."""
     if spec.quantization == "none":
+        return None
+    if device == "cpu" and spec.quantization == "8bit":
         return None
     if not device.startswith("cuda"):
         raise ConfigError(
             f"{spec.quantization} loading needs a CUDA GPU (bitsandbytes); this run is on {device}",
-            hint="drop --quantization (VLM_LOAD_8BIT) on CPU, or use --dtype bfloat16 to halve memory",
+            hint="use 8bit on CPU (dynamic int8), drop the quantization, or use --dtype bfloat16 to halve memory",
         )
     require("bitsandbytes", "hf")
     transformers = require("transformers")
@@ -85,6 +89,51 @@ def quantization_config(spec: ModelSpec, device: str) -> Any | None:
         return transformers.BitsAndBytesConfig(load_in_8bit=True)
     torch = require("torch")
     return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a model's weights live: device, dtype and bitsandbytes config (or None)."""
+
+    device: str
+    dtype: Any
+    quantization: Any
+
+    def load_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if self.quantization is not None:
+            kwargs.update(quantization_config=self.quantization, device_map={"": self.device})
+        return kwargs
+
+
+def placement(spec: ModelSpec) -> Placement:
+    """Resolve the spec's device, dtype and quantization once, before loading."""
+    device = resolve_device(spec.device)
+    return Placement(device, resolve_dtype(spec.dtype, device), quantization_config(spec, device))
+
+
+def finish_loading(model: Any, spec: ModelSpec, where: Placement) -> Any:
+    """Move a loaded model to its device (unless bitsandbytes placed it), int8 on CPU if asked, eval mode."""
+    if where.quantization is None:
+        model.to(where.device)
+    if where.device == "cpu" and spec.quantization == "8bit":
+        model = quantize_cpu_int8(model)
+    model.eval()
+    return model
+
+
+def quantize_cpu_int8(model: Any) -> Any:
+    """Dynamic int8 for the Linear layers: the CPU alternative to bitsandbytes 8-bit."""
+    torch = require("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def release(device: str) -> None:
+    """Give cached device memory back after a model is dropped."""
+    if device.startswith("cuda"):
+        require("torch").cuda.empty_cache()
 
 
 def load_pretrained(loader: Callable[..., T], spec: ModelSpec, **kwargs: Any) -> T:

@@ -65,15 +65,11 @@ class HFVisionBackend(Backend):
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
-        self.device = hf_common.resolve_device(self.spec.device)
-        self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
-        quantization = hf_common.quantization_config(self.spec, self.device)
+        where = hf_common.placement(self.spec)
+        self.device, self.dtype = where.device, where.dtype
         config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
         self.processor = self._load_processor(transformers, config.model_type)
-        self.model = self._load_model(transformers, quantization)
-        if quantization is None:
-            self.model.to(self.device)
-        self.model.eval()
+        self.model = hf_common.finish_loading(self._load_model(transformers, where), self.spec, where)
         self.loaded = True
 
     def _load_processor(self, transformers: Any, model_type: str) -> Any:
@@ -100,10 +96,8 @@ class HFVisionBackend(Backend):
         processor.tokenizer.padding_side = "left"
         return processor
 
-    def _load_model(self, transformers: Any, quantization: Any) -> Any:
-        kwargs: dict[str, Any] = {"dtype": self.dtype}
-        if quantization is not None:
-            kwargs.update(quantization_config=quantization, device_map={"": self.device})
+    def _load_model(self, transformers: Any, where: hf_common.Placement) -> Any:
+        kwargs = where.load_kwargs()
         loader = transformers.AutoModelForImageTextToText.from_pretrained
         try:
             attention = hf_common.attention_for(self.device, self.spec.options)
@@ -128,8 +122,7 @@ class HFVisionBackend(Backend):
     def close(self) -> None:
         self.model = None
         self.processor = None
-        if self.device.startswith("cuda"):
-            hf_common.require("torch").cuda.empty_cache()
+        hf_common.release(self.device)
         super().close()
 
     def shape_key(self, item: Prompted) -> Hashable:

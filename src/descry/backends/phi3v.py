@@ -85,14 +85,11 @@ class Phi3VisionBackend(Backend):
                 hint="allow it with DESCRY_MODEL__TRUST_REMOTE_CODE=true (trust_remote_code in the model settings)",
             )
         crops = self.num_crops
-        self.device = hf_common.resolve_device(self.spec.device)
-        self.dtype = hf_common.resolve_dtype(self.spec.dtype, self.device)
-        quantization = hf_common.quantization_config(self.spec, self.device)
+        where = hf_common.placement(self.spec)
+        self.device, self.dtype = where.device, where.dtype
         attention = hf_common.attention_for(self.device, self.spec.options, fallback="eager")
         # the published config pins flash_attention_2; this config override replaces it
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "_attn_implementation": attention}
-        if quantization is not None:
-            kwargs.update(quantization_config=quantization, device_map={"": self.device})
+        kwargs: dict[str, Any] = {**where.load_kwargs(), "_attn_implementation": attention}
         try:
             with phi3v_compat.legacy_transformers_api():
                 config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
@@ -109,10 +106,7 @@ class Phi3VisionBackend(Backend):
                 f"the remote code of {self.model_name} could not be imported: {exc}",
                 hint="install the package it names with pip install -c constraints.txt <package>",
             ) from exc
-        self.model = phi3v_compat.adapt_model(model)
-        if quantization is None:
-            self.model.to(self.device)
-        self.model.eval()
+        self.model = hf_common.finish_loading(phi3v_compat.adapt_model(model), self.spec, where)
         self.processor = processor
         self.batcher = phi3v_compat.LegacyProcessor(processor)
         self.loaded = True
@@ -121,8 +115,7 @@ class Phi3VisionBackend(Backend):
         self.model = None
         self.processor = None
         self.batcher = None
-        if self.device.startswith("cuda"):
-            hf_common.require("torch").cuda.empty_cache()
+        hf_common.release(self.device)
         super().close()
 
     def prompt_for(self, item: Prompted) -> str:

@@ -20,6 +20,7 @@ class ModelCase:
     http_requests_per_client: int = 2
     sweep: tuple[int, ...] = ()  # extra engine batch sizes to measure (batches of 4 each)
     http_wait_variants: tuple[float, ...] = ()  # batcher max waits (ms) to retry the top client counts with
+    cpu_int8: bool = False  # also run the engine with quantization=8bit (dynamic int8 on CPU)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ PROFILES: dict[str, Profile] = {
                 baseline_images=8,
                 engine_images=24,
                 http_requests_per_client=1,
+                cpu_int8=True,
             ),
         ),
         http_concurrency=(1, 8, 32),

@@ -115,6 +115,12 @@ async def bench_model(
             f"[{case.key}] engine {result['engine']['images_per_second']} img/s "
             f"({result['engine']['speedup']}x)"
         )
+        if case.cpu_int8 and not cuda:
+            result["engine_int8"] = await _int8_engine(settings, images[: case.engine_images], params, base_ips)
+            log(
+                f"[{case.key}] engine with 8bit (dynamic int8) {result['engine_int8']['images_per_second']} img/s "
+                f"({result['engine_int8']['speedup']}x the fp32 baseline)"
+            )
         if case.sweep:
             log(f"[{case.key}] batch-size sweep: {', '.join(map(str, case.sweep))}")
             result["sweep"] = await batch_sweep(engine, images, params, case.sweep, cuda=cuda)
@@ -132,6 +138,22 @@ async def bench_model(
         _release(cuda)
         shutil.rmtree(built.path, ignore_errors=True)
     return result
+
+
+async def _int8_engine(
+    settings: Settings, images: list[tuple[str, bytes]], params: Any, base_ips: float
+) -> dict[str, Any]:
+    """The engine again with ``quantization=8bit``: on CPU, torch's dynamic int8 of the linear layers."""
+    model = settings.model.model_copy(update={"quantization": "8bit"})
+    engine = Engine(settings.model_copy(update={"model": model}))
+    await engine.start()
+    try:
+        phase = await engine_phase(engine, images, params, warmup=min(2, len(images)), cuda=False)
+    finally:
+        await engine.stop()
+    summary: dict[str, Any] = phase.summary()
+    summary["speedup"] = round(summary["images_per_second"] / base_ips, 2) if base_ips else 0.0
+    return summary
 
 
 async def _http(

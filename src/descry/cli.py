@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from descry.cli_jobs import jobs_app, worker
-from descry.config import Settings
-from descry.errors import DescryError
+from descry.config import ModelSettings, Settings
+from descry.errors import ConfigError, DescryError
 from descry.outputs import JsonlWriter, OutputFormat, OutputPlan
 from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Detail, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
@@ -33,8 +34,15 @@ def main() -> None:
 
 def build_settings(**overrides: Any) -> Settings:
     """Settings from the environment and .env, with command-line flags on top."""
-    settings = Settings()
-    model = settings.model.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings()
+        model = ModelSettings.model_validate({**settings.model.model_dump(), **given})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        message = f"invalid setting {where}: {problem['msg']}"
+        raise ConfigError(message, hint="check the flag or DESCRY_ variable") from exc
     # the CLI runs as the local user, who may read their own LAN and localhost
     sources = settings.sources.model_copy(update={"allow_private_urls": True})
     return settings.model_copy(update={"model": model, "sources": sources})
@@ -61,6 +69,9 @@ def caption(
     batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="none, 8bit (bitsandbytes on CUDA, dynamic int8 on CPU) or 4bit (CUDA)")
+    ] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="descend into subfolders")] = True,
     glob: Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")] = None,
     tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags (json/jsonl)")] = True,
@@ -71,7 +82,13 @@ def caption(
         raise typer.BadParameter("use brief or detailed", param_hint="--detail")
     try:
         settings = build_settings(
-            name=model, backend=backend, base_url=base_url, device=device, dtype=dtype, batch_size=batch_size
+            name=model,
+            backend=backend,
+            base_url=base_url,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            quantization=quantization,
         )
         refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
     except DescryError as exc:
@@ -223,6 +240,10 @@ def serve(
         log_level=level,
         log_config=None,
         access_log=False,
+        # descry's own middleware reads X-Forwarded-For from trusted proxies only; uvicorn must not rewrite it
+        forwarded_allow_ips=",".join(settings.security.trusted_proxies) or "",
+        proxy_headers=bool(settings.security.trusted_proxies),
+        timeout_graceful_shutdown=server.graceful_shutdown_s,
         root_path=server.root_path,
     )
 

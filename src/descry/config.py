@@ -33,6 +33,9 @@ class ModelSettings(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
     prompt: str | None = None
     num_crops: int | None = Field(None, ge=1, le=16)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="unset: flash_attention_2 on CUDA when flash_attn is installed, else sdpa"
+    )
     batch_size: int | None = Field(
         None, ge=1, le=1024, description="images per device batch; unset: 64 on CUDA, 8 elsewhere"
     )
@@ -226,6 +229,9 @@ class ServerSettings(BaseModel):
     root_path: str = Field("", description="path prefix when served behind a proxy, e.g. /descry")
     batch_concurrency: int = Field(16, ge=1, le=1024, description="images of one batch request in flight at once")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
+    graceful_shutdown_s: float = Field(
+        30.0, ge=0, le=3600, description="on SIGTERM, how long in-flight requests may finish"
+    )
 
 
 # legacy name -> (section, field)

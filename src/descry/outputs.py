@@ -22,7 +22,10 @@ OutputFormat = Literal["txt", "json", "jsonl"]
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to path all at once or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, path) from exc
     fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,8 +57,12 @@ class CaptionRequest(BaseModel):
     tags: bool = True
     max_tags: int | None = Field(default=None, ge=0, le=200, description="None: the server's setting")
     min_tag_score: float | None = Field(default=None, ge=0.0, le=1.0)
-    include_tags: list[str] = Field(default_factory=list, max_length=100, description="always added")
-    exclude_tags: list[str] = Field(default_factory=list, max_length=500, description="never returned")
+    include_tags: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=100, description="always added"
+    )
+    exclude_tags: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=500, description="never returned"
+    )
     enhance: bool | None = None
     asset_id: str | None = Field(default=None, max_length=512)
     sinks: list[str] | None = None

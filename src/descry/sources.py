@@ -268,7 +268,15 @@ def s3_client(settings: SourceSettings) -> Any:
     from descry.backends.hf_common import require
 
     boto3 = require("boto3", "s3")
-    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region)
+    botocore_config = require("botocore.config", "s3")
+    timeouts = botocore_config.Config(
+        connect_timeout=min(settings.fetch_timeout, 10.0),
+        read_timeout=settings.fetch_timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region, config=timeouts
+    )
 
 
 def expand_s3(uri: str, settings: SourceSettings, *, globs: Iterable[str] = IMAGE_GLOBS) -> list[ImageRef]:

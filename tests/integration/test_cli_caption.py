@@ -139,3 +139,14 @@ def test_missing_input_and_models_listing(tmp_path: Path) -> None:
     names = {p["name"] for p in presets}
     assert {"florence-2-base", "blip-base", "qwen2.5-vl-7b", "phi-3.5-vision", "smolvlm"} <= names
     assert [p["name"] for p in presets if p["default"]] == ["florence-2-base"]
+
+
+def test_invalid_flags_and_settings_are_one_clear_error(tmp_path: Path) -> None:
+    photo = tmp_path / "one.png"
+    photo.write_bytes(image_bytes("PNG"))
+    bad_flag = run_cli("caption", str(photo), "--quantization", "3bit", cwd=tmp_path)
+    assert bad_flag.returncode == 2 and "Traceback" not in bad_flag.stderr
+    (tmp_path / ".env").write_text("DESCRY_MODEL__BATCH_SIZE=lots\n")
+    bad_env = run_cli("caption", str(photo), cwd=tmp_path)
+    assert bad_env.returncode == 2 and "Traceback" not in bad_env.stderr
+    assert "batch_size" in bad_env.stderr

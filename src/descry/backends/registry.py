@@ -138,6 +138,8 @@ def resolve_spec(settings: ModelSettings, *, test_mode: bool = False) -> ModelSp
     options = dict(spec.options)
     if settings.num_crops is not None:
         options["num_crops"] = settings.num_crops
+    if settings.attn_implementation is not None:
+        options["attn_implementation"] = settings.attn_implementation
     if settings.base_url:
         options["base_url"] = settings.base_url
     options.update(

@@ -66,6 +66,10 @@ def caption(
     task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
     detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
     max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.01, max=1.0, help="nucleus sampling")] = None,
+    num_beams: Annotated[int | None, typer.Option(min=1, max=16, help="beam search width")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(min=0.5, max=5.0)] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
@@ -94,7 +98,17 @@ def caption(
     except DescryError as exc:
         raise fail(exc) from exc
     request = CaptionRequest(
-        prompt=prompt, task=task, detail=_detail(detail), tags=tags, params=GenerationParams(max_new_tokens=max_tokens)
+        prompt=prompt,
+        task=task,
+        detail=_detail(detail),
+        tags=tags,
+        params=GenerationParams(
+            max_new_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+        ),
     )
     roots = [Path(i) for i in inputs if Path(i).is_dir()]
     to_stdout = output is None and all(r.kind in (SourceKind.url, SourceKind.s3) for r in refs)

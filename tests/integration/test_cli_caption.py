@@ -79,7 +79,8 @@ def test_json_sidecars_into_an_output_folder_mirror_the_tree(tiny_blip: Path, tm
     files = mixed_folder(tmp_path / "photos", count=8)
     out = tmp_path / "meta"
     result = run_cli(
-        "caption", str(tmp_path / "photos"), "--model", str(tiny_blip), "-f", "json", "-o", str(out), cwd=tmp_path
+        "caption", str(tmp_path / "photos"), "--model", str(tiny_blip), "-f", "json", "-o", str(out),
+        "--num-beams", "2", "--repetition-penalty", "1.1", cwd=tmp_path,
     )
     assert result.returncode == 1
     written = sorted(out.rglob("*.json"))
@@ -87,6 +88,8 @@ def test_json_sidecars_into_an_output_folder_mirror_the_tree(tiny_blip: Path, tm
     assert (out / "sub").is_dir()
     doc = json.loads(written[0].read_text())
     assert doc["image"]["width"] > 0 and doc["source"] == str(tiny_blip)
+    first = doc["attempts"][0]["params"]
+    assert (first["num_beams"], first["repetition_penalty"]) == (2, 1.1)
     assert not list((tmp_path / "photos").rglob("*.json"))
 
 

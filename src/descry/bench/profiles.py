@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {
                 batch_size=8,
                 baseline_images=8,
                 engine_images=24,
-                http_requests_per_client=1,
+                http_requests_per_client=3,  # 24 images at 8 clients, as many as the engine row
                 cpu_int8=True,
             ),
         ),

@@ -33,6 +33,7 @@ class ModelSettings(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
     prompt: str | None = None
     num_crops: int | None = Field(None, ge=1, le=16)
+    compile: bool = Field(False, description="torch.compile the model's forward (CUDA; first batches are slow)")
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
         None, description="unset: flash_attention_2 on CUDA when flash_attn is installed, else sdpa"
     )

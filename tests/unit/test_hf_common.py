@@ -207,3 +207,18 @@ def test_attention_choice_prefers_an_explicit_option_and_needs_flash_attn_for_cu
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else None)
     assert attention_for("cuda", {}) == "flash_attention_2"
     assert attention_for("cpu", {}) == "sdpa"
+
+
+def test_compile_wraps_the_forward_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[object] = []
+
+    def fake_compile(fn: object, **kwargs: object) -> object:
+        compiled.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    where = hf_common.Placement("cpu", torch.float32, None)
+    hf_common.finish_loading(torch.nn.Linear(2, 2), spec(), where)
+    assert compiled == []
+    hf_common.finish_loading(torch.nn.Linear(2, 2), spec(compile=True), where)
+    assert compiled == [{"dynamic": True}]

@@ -70,6 +70,7 @@ class ModelSpec:
     device: str = "auto"
     dtype: str = "auto"
     quantization: str = "none"
+    compile: bool = False
     trust_remote_code: bool = False
     revision: str | None = None
     default_prompt: str | None = None

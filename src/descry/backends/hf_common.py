@@ -119,6 +119,8 @@ def finish_loading(model: Any, spec: ModelSpec, where: Placement) -> Any:
     if where.device == "cpu" and spec.quantization == "8bit":
         model = quantize_cpu_int8(model)
     model.eval()
+    if spec.compile:
+        model.forward = require("torch").compile(model.forward, dynamic=True)
     return model
 
 

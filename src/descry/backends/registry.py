@@ -160,6 +160,7 @@ def resolve_spec(settings: ModelSettings, *, test_mode: bool = False) -> ModelSp
         device=settings.device,
         dtype=settings.dtype,
         quantization=settings.quantization,
+        compile=settings.compile,
         trust_remote_code=(
             settings.trust_remote_code if settings.trust_remote_code is not None else spec.trust_remote_code
         ),

@@ -12,7 +12,9 @@ from PIL import Image
 from descry.config import Settings
 
 
-def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30), **save: object) -> bytes:
+def image_bytes(
+    fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30), **save: object
+) -> bytes:
     """A small real image in the given format."""
     img = Image.new("RGB", size, color)
     for x in range(0, size[0], 8):

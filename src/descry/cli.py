@@ -217,8 +217,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
         return
     table = Table("preset", "model id", "backend", "notes")
     for row in rows:
-        name = row["name"] + (" (default)" if row["default"] else "")
-        table.add_row(name, row["model_id"], row["backend"], row["notes"])
+        name = f"{row['name']}{' (default)' if row['default'] else ''}"
+        table.add_row(name, str(row["model_id"]), str(row["backend"]), str(row["notes"]))
     Console().print(table)
 
 

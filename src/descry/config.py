@@ -190,12 +190,16 @@ class SinkSettings(BaseModel):
     jsonl_path: Path | None = Field(None, description="None means <data_dir>/enrichments.jsonl")
 
 
+Scope = Literal["caption", "jobs", "admin"]
+DEFAULT_SCOPES: tuple[Scope, ...] = ("caption", "jobs")
+
+
 class ApiKey(BaseModel):
     """One API key, stored as the SHA-256 of the key (``descry keys hash`` prints it)."""
 
     name: str = Field(..., min_length=1, max_length=100, description="who holds the key (logs, rate limits)")
     sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the key")
-    scopes: list[Literal["caption", "jobs", "admin"]] = Field(default_factory=lambda: ["caption", "jobs"])
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
 
 
 class SecuritySettings(BaseModel):
@@ -230,8 +234,8 @@ class ServerSettings(BaseModel):
     root_path: str = Field("", description="path prefix when served behind a proxy, e.g. /descry")
     batch_concurrency: int = Field(16, ge=1, le=1024, description="images of one batch request in flight at once")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
-    graceful_shutdown_s: float = Field(
-        30.0, ge=0, le=3600, description="on SIGTERM, how long in-flight requests may finish"
+    graceful_shutdown_s: int = Field(
+        30, ge=0, le=3600, description="on SIGTERM, seconds in-flight requests may finish"
     )
 
 

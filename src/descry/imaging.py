@@ -99,7 +99,7 @@ def validate(img: Image.Image, name: str, limits: ImageLimits) -> str:
         raise UnsupportedFormat(f"format {fmt or 'unknown'} is not accepted", source=name, hint=_formats_hint(limits))
     if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
         raise UnsupportedFormat(
-            f"animated {fmt} with {img.n_frames} frames",
+            f"animated {fmt} with {getattr(img, 'n_frames', 2)} frames",
             source=name,
             hint="send a still image, or extract one frame first",
         )

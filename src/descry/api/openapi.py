@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from descry.api.models import BatchSources, CaptionOptions, CaptionSource, SeedCaptionJSON
@@ -32,7 +33,7 @@ def _form_fields() -> dict[str, Any]:
 def component_schemas() -> dict[str, Any]:
     from descry.api.routes.jobs import JobSources
 
-    models = [
+    models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (CaptionSource, "validation"),
         (BatchSources, "validation"),
         (SeedCaptionJSON, "validation"),

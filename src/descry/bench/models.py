@@ -306,10 +306,10 @@ def qwen_tokenizer() -> Any:
     vocab.update({tok: QWEN_REGULAR + i for i, tok in enumerate(QWEN_SPECIALS)})
     return Qwen2Tokenizer(
         vocab=vocab,
-        merges=merges,
+        merges=merges,  # type: ignore[arg-type]
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        unk_token=None,
+        unk_token=None,  # type: ignore[arg-type]
         extra_special_tokens=QWEN_SPECIALS[1:],
     )
 
@@ -360,20 +360,20 @@ def build_blip(path: Path, scale: Scale, device: str, dtype: Any) -> BuiltModel:
 
     sizes = BLIP_BASE if scale == "full" else BLIP_TINY
     tokenizer = blip_tokenizer()
-    side = sizes["vision"]["image_size"]
+    side = sizes["vision"]["image_size"]  # type: ignore[index]
     image_processor = BlipImageProcessor(
         size={"height": side, "width": side}, image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3
     )
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     text = {
-        **sizes["text"],
+        **sizes["text"],  # type: ignore[dict-item]
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.sep_token_id,
         "sep_token_id": tokenizer.sep_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
     config = BlipConfig(
-        text_config=text, vision_config=sizes["vision"], projection_dim=sizes["projection_dim"]
+        text_config=text, vision_config=sizes["vision"], projection_dim=sizes["projection_dim"]  # type: ignore[arg-type]
     )
     model = _random_model(BlipForConditionalGeneration, config, device, dtype)
     _save(path, model, processor)
@@ -455,7 +455,7 @@ def build_phi3v(path: Path, scale: Scale, device: str, dtype: Any, remote_code: 
     tokenizer.save_pretrained(path)
     config = _phi_config(sizes)
     (path / "config.json").write_text(json.dumps(config, indent=2))
-    crop = sizes["clip"]["image_size"]
+    crop = sizes["clip"]["image_size"]  # type: ignore[index]
     preprocessor = {
         "auto_map": {
             "AutoImageProcessor": "image_processing_phi3_v.Phi3VImageProcessor",

@@ -94,6 +94,12 @@ class BatchSettings(BaseModel):
     max_wait_ms: float = Field(10.0, ge=0, le=10_000, description="how long a batch waits to fill up")
     max_queue: int = Field(256, ge=1, description="images waiting for the device before new ones are refused")
     inflight_batches: int = Field(2, ge=1, le=8, description="batches being prepared while one runs")
+    adaptive_wait: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="a partial batch may also wait this share of the last batch's device time (capped at 1 s)",
+    )
 
 
 

@@ -135,3 +135,17 @@ async def test_an_idle_device_runs_a_partial_batch_after_max_wait() -> None:
     gens = await asyncio.gather(*(batcher.submit(item(20 + i)) for i in range(3)))
     await batcher.stop()
     assert len(gens) == 3 and backend.batches == [3]
+
+
+async def test_a_partial_batch_waits_a_share_of_the_last_device_time() -> None:
+    backend = EchoBackend(delay=0.4)
+    batcher = await started(backend, max_batch_size=4, max_wait_s=0.01, adaptive_wait=0.5, inflight_batches=1)
+    await asyncio.gather(*(batcher.submit(item(20 + i)) for i in range(4)))
+    assert 0.19 <= batcher.wait_s <= 0.3
+    later = []
+    for i in range(4):  # closed-loop clients coming back 50 ms apart, on an idle device
+        later.append(asyncio.create_task(batcher.submit(item(30 + i))))
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*later)
+    await batcher.stop()
+    assert backend.batches == [4, 4]

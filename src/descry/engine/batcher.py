@@ -21,6 +21,7 @@ from descry.backends.base import Backend, Generation, Prompted, stamp
 from descry.errors import DescryError, ModelError, ModelNotReady, OutOfMemory, Overloaded, RemoteModelError
 
 GROW_AFTER = 8
+ADAPTIVE_WAIT_CAP_S = 1.0
 
 
 @dataclass
@@ -57,6 +58,7 @@ class DynamicBatcher:
         max_wait_s: float,
         max_queue: int,
         inflight_batches: int = 2,
+        adaptive_wait: float = 0.0,
         cpu_threads: int = 2,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
@@ -64,6 +66,8 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.current_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.adaptive_wait = adaptive_wait
+        self._last_device_s = 0.0
         self.max_queue = max_queue
         self.stats = BatcherStats()
         self._on_batch = on_batch
@@ -139,7 +143,7 @@ class DynamicBatcher:
         the device is idle: while it is busy a partial batch keeps filling, since it could not run yet."""
         if not self._pending:
             return
-        deadline = self._pending[0].enqueued + self.max_wait_s
+        deadline = self._pending[0].enqueued + self.wait_s
         while True:
             key = self._pending[0].key
             if sum(1 for p in self._pending if p.key == key) >= self.current_batch_size:
@@ -150,6 +154,15 @@ class DynamicBatcher:
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining if remaining > 0 else None)
+
+    @property
+    def wait_s(self) -> float:
+        """How long a partial batch may wait: max_wait, or a share of the last batch's device time.
+
+        Clients that resubmit when their answers arrive come back spread over a few decode times;
+        on a device whose batches take seconds, waiting a few percent of that fills the next batch.
+        """
+        return max(self.max_wait_s, min(ADAPTIVE_WAIT_CAP_S, self.adaptive_wait * self._last_device_s))
 
     def _device_done(self, released: list[bool]) -> None:
         """A dispatched batch no longer needs the device: partial batches may go."""
@@ -228,6 +241,7 @@ class DynamicBatcher:
             pending.future.set_result(gen)
 
     def _record(self, size: int, device_s: float) -> None:
+        self._last_device_s = device_s
         self.stats.batches += 1
         self.stats.items += size
         self.stats.batch_sizes.append(size)

@@ -92,6 +92,7 @@ class Engine:
             max_wait_s=batching.max_wait_ms / 1000,
             max_queue=batching.max_queue,
             inflight_batches=batching.inflight_batches,
+            adaptive_wait=batching.adaptive_wait,
             on_batch=on_batch,
         )
         await self._batcher.start()

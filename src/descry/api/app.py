@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from descry import __version__
-from descry.api.batches import BatchManager, LocalBatches
+from descry.api.batches import BatchManager
 from descry.api.errors import install_error_handlers
 from descry.api.jobs import StoreBatches
 from descry.api.logs import configure_logging
@@ -32,7 +32,7 @@ from descry.api.sinkpool import SinkPool
 from descry.config import Settings
 from descry.engine.pipeline import Engine
 from descry.enrich.enricher import Enricher
-from descry.errors import DescryError, MissingDependency
+from descry.errors import DescryError
 
 log = logging.getLogger("descry.api")
 
@@ -65,13 +65,10 @@ def _start_workers(app: FastAPI) -> None:
         starter()
 
 
-def _job_batches(settings: Settings, enricher: Enricher) -> StoreBatches | None:
-    """The durable job store for /v1/jobs and /async-batch-caption, when the jobs extra is installed."""
-    try:
-        from descry.jobs.service import JobService
-    except MissingDependency:
-        log.warning("durable jobs are off: %s", "pip install -c constraints.txt 'descry[jobs]'")
-        return None
+def _job_batches(settings: Settings, enricher: Enricher) -> StoreBatches:
+    """The durable job store behind /v1/jobs and /async-batch-caption (part of the server extra)."""
+    from descry.jobs.service import JobService
+
     return StoreBatches(JobService(settings, enricher))
 
 
@@ -128,7 +125,7 @@ def create_app(
     app.state.service = service
     job_batches = _job_batches(settings, enricher) if batches is None else None
     app.state.jobs = job_batches.jobs if job_batches else None
-    app.state.batches = batches or job_batches or LocalBatches(service, settings.data_dir)
+    app.state.batches = batches or job_batches
 
     install_error_handlers(app)
     caption_scope = [Depends(require_scope("caption"))]

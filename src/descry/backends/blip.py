@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from descry.backends import hf_common
-from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.backends.base import Capabilities, Generation, Prompted
 from descry.schemas import GenerationParams
 
 
@@ -38,37 +38,23 @@ def _unpadded(encoded: Any) -> list[list[int]]:
     return [[tok for tok, keep in zip(row, mask, strict=True) if keep] for row, mask in pairs]
 
 
-class BlipBackend(Backend):
+class BlipBackend(hf_common.TransformersBackend):
     """BlipForConditionalGeneration; a prompt is a caption prefix, not an instruction."""
 
     name = "blip"
     capabilities = Capabilities(instruct=False, prompt=True, tasks=frozenset(), batching=True)
 
-    model: Any = None
-    processor: Any = None
-    dtype: Any = None
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype
-        self.processor = self._load_processor(transformers)
+        self.processor = hf_common.load_processor(self.spec)
         loader = transformers.BlipForConditionalGeneration.from_pretrained
         model = hf_common.load_pretrained(loader, self.spec, **where.load_kwargs())
         self.model = hf_common.finish_loading(model, self.spec, where)
         self.loaded = True
 
-    def _load_processor(self, transformers: Any) -> Any:
-        try:
-            return hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
-        except ValueError as exc:  # a directory without processor files
-            raise hf_common.model_not_found(self.spec, exc) from exc
-
-    def close(self) -> None:
-        self.model = None
-        self.processor = None
-        hf_common.release(self.device)
-        super().close()
 
     def prefix_for(self, item: Prompted) -> str | None:
         """The caption prefix for an item: its prompt, else the configured default, else none."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from descry.backends import hf_common
-from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.backends.base import Capabilities, Generation, Prompted
 from descry.errors import CapabilityError, ConfigError
 from descry.schemas import GenerationParams
 
@@ -41,7 +41,7 @@ def _labels_text(labels: list[str]) -> str:
     return ", ".join(dict.fromkeys(label for label in labels if label))
 
 
-class Florence2Backend(Backend):
+class Florence2Backend(hf_common.TransformersBackend):
     """Florence2ForConditionalGeneration + Florence2Processor; takes task tokens, not free prompts."""
 
     name = "florence2"
@@ -49,9 +49,6 @@ class Florence2Backend(Backend):
         instruct=False, prompt=False, tasks=TASKS, batching=True, default_task=DEFAULT_TASK
     )
 
-    model: Any = None
-    processor: Any = None
-    dtype: Any = None
     _markup: re.Pattern[str] | None = None
 
     def load(self) -> None:
@@ -59,7 +56,7 @@ class Florence2Backend(Backend):
         self._check_native(transformers)
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype
-        self.processor = self._load_processor(transformers)
+        self.processor = hf_common.load_processor(self.spec)
         loader = transformers.Florence2ForConditionalGeneration.from_pretrained
         model = hf_common.load_pretrained(loader, self.spec, **where.load_kwargs())
         self.model = hf_common.finish_loading(model, self.spec, where)
@@ -77,17 +74,6 @@ class Florence2Backend(Backend):
                 ),
             )
 
-    def _load_processor(self, transformers: Any) -> Any:
-        try:
-            return hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
-        except ValueError as exc:  # a directory without processor files
-            raise hf_common.model_not_found(self.spec, exc) from exc
-
-    def close(self) -> None:
-        self.model = None
-        self.processor = None
-        hf_common.release(self.device)
-        super().close()
 
     def task_for(self, item: Prompted) -> str:
         """The item's task, else the model's default task."""

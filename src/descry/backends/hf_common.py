@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from descry.backends.base import ModelSpec
+from descry.backends.base import Backend, ModelSpec
 from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory
 from descry.schemas import GenerationParams
 
@@ -208,3 +208,26 @@ def run_guarded(fn: Callable[[], T]) -> T:
         if is_oom(exc):
             raise OutOfMemory("the device ran out of memory for this batch", hint="lower --batch-size") from exc
         raise
+
+
+def load_processor(spec: ModelSpec) -> Any:
+    """The model's AutoProcessor; a directory without processor files is a ModelNotFound with the fix."""
+    transformers = require("transformers")
+    try:
+        return load_pretrained(transformers.AutoProcessor.from_pretrained, spec)
+    except ValueError as exc:
+        raise model_not_found(spec, exc) from exc
+
+
+class TransformersBackend(Backend):
+    """A backend holding a transformers model and processor; closing drops both and frees the device."""
+
+    model: Any = None
+    processor: Any = None
+    dtype: Any = None
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+        release(self.device)
+        super().close()

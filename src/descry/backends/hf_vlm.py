@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from descry.backends import hf_common
-from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.backends.base import Capabilities, Generation, Prompted
 from descry.errors import ConfigError
 from descry.schemas import GenerationParams
 
@@ -53,15 +53,12 @@ def chat_messages(prompt: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
 
-class HFVisionBackend(Backend):
+class HFVisionBackend(hf_common.TransformersBackend):
     """Image-text-to-text models loaded with AutoModelForImageTextToText and prompted via their chat template."""
 
     name = "hf_vlm"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
 
-    model: Any = None
-    processor: Any = None
-    dtype: Any = None
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
@@ -119,11 +116,6 @@ class HFVisionBackend(Backend):
             hint="pick a vision-language model (descry models lists presets) or set --backend for its family",
         )
 
-    def close(self) -> None:
-        self.model = None
-        self.processor = None
-        hf_common.release(self.device)
-        super().close()
 
     def shape_key(self, item: Prompted) -> Hashable:
         """Dynamic-resolution models turn bigger images into more tokens: batch similar areas and aspects."""

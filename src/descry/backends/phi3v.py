@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from descry.backends import hf_common, phi3v_compat
-from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.backends.base import Capabilities, Generation, Prompted
 from descry.errors import ConfigError
 from descry.schemas import GenerationParams
 
@@ -62,16 +62,13 @@ def num_crops_option(options: dict[str, Any]) -> int:
     return crops
 
 
-class Phi3VisionBackend(Backend):
+class Phi3VisionBackend(hf_common.TransformersBackend):
     """microsoft/Phi-3.5-vision-instruct (and Phi-3-vision): the causal-LM class from its remote code."""
 
     name = "phi3v"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
 
-    model: Any = None
-    processor: Any = None
     batcher: phi3v_compat.LegacyProcessor | None = None
-    dtype: Any = None
 
     @property
     def num_crops(self) -> int:
@@ -112,10 +109,7 @@ class Phi3VisionBackend(Backend):
         self.loaded = True
 
     def close(self) -> None:
-        self.model = None
-        self.processor = None
         self.batcher = None
-        hf_common.release(self.device)
         super().close()
 
     def prompt_for(self, item: Prompted) -> str:

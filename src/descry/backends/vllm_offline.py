@@ -1,0 +1,90 @@
+"""vLLM in-process (``vllm.LLM``) for offline batches on a GPU: continuous batching without a server.
+
+Select it with ``--backend vllm``; the model id or directory is whatever vLLM can serve. Images go
+in as data URLs through ``LLM.chat``, which applies the model's own chat template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from descry.backends import hf_common
+from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.backends.openai_compat import FALLBACK_PROMPT, image_data_url, vision_messages
+from descry.schemas import GenerationParams
+
+
+@dataclass
+class VLLMBatch:
+    conversations: list[list[dict[str, Any]]]
+    sampling: list[Any]
+
+
+class VLLMBackend(Backend):
+    """A vision-language model run by vLLM inside this process."""
+
+    name = "vllm"
+    capabilities = Capabilities(instruct=True, prompt=True, batching=True)
+    llm: Any = None
+
+    def load(self) -> None:
+        vllm = hf_common.require("vllm", "vllm")
+        args: dict[str, Any] = {
+            "model": self.spec.model_id,
+            "revision": self.spec.revision,
+            "trust_remote_code": self.spec.trust_remote_code,
+            "dtype": self.spec.dtype,
+            "limit_mm_per_prompt": {"image": 1},
+            **self.spec.options.get("vllm_args", {}),
+        }
+        if self.spec.quantization != "none":
+            args.setdefault("quantization", "bitsandbytes")
+        self.llm = vllm.LLM(**args)
+        self.device = "cuda"
+        self.loaded = True
+
+    def close(self) -> None:
+        self.llm = None
+        hf_common.release("cuda")
+        super().close()
+
+    def sampling(self, params: GenerationParams) -> Any:
+        """vLLM's SamplingParams for descry's generation parameters (beam search is not offered here)."""
+        vllm = hf_common.require("vllm", "vllm")
+        kwargs: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature or 0.0,
+            "top_p": params.top_p or 1.0,
+            "repetition_penalty": params.repetition_penalty or 1.0,
+        }
+        if params.min_new_tokens:
+            kwargs["min_tokens"] = params.min_new_tokens
+        return vllm.SamplingParams(**kwargs)
+
+    def preprocess(self, items: Sequence[Prompted]) -> VLLMBatch:
+        conversations = [
+            vision_messages(item.prompt or self.spec.default_prompt or FALLBACK_PROMPT, image_data_url(item.image))
+            for item in items
+        ]
+        return VLLMBatch(conversations, [self.sampling(self.params_for(item)) for item in items])
+
+    def forward(self, batch: VLLMBatch) -> Any:
+        return hf_common.run_guarded(
+            lambda: self.llm.chat(batch.conversations, sampling_params=batch.sampling, use_tqdm=False)
+        )
+
+    def postprocess(self, batch: VLLMBatch, raw: Any) -> list[Generation]:
+        generations = []
+        for output in raw:
+            best = output.outputs[0]
+            generations.append(
+                Generation(
+                    text=best.text.strip(),
+                    prompt_tokens=len(output.prompt_token_ids or []),
+                    output_tokens=len(best.token_ids),
+                    finish_reason="length" if best.finish_reason == "length" else "stop",
+                )
+            )
+        return generations

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from descry.config import Settings
 from descry.errors import InputError
-from descry.outputs import JsonlWriter, OutputPlan, output_error
+from descry.fileio import output_error
+from descry.outputs import JsonlWriter, OutputPlan
 from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 from descry.sinks import Sink, close_sinks, deliver_all, start_sinks

@@ -28,6 +28,22 @@ app.command()(worker)
 err = Console(stderr=True)
 
 
+# options shared by `caption` and `batch`
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="preset, HF model id or local dir")]
+BackendOpt = Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")]
+PromptOpt = Annotated[str | None, typer.Option(help="instruction or prefix for the model")]
+TaskOpt = Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")]
+DetailOpt = Annotated[Detail, typer.Option(help="brief or detailed")]
+MaxTokensOpt = Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")]
+BatchSizeOpt = Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")]
+DtypeOpt = Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive/--no-recursive", help="descend into subfolders")]
+GlobOpt = Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
 def main() -> None:
     app()
 
@@ -59,31 +75,29 @@ def caption(
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="txt sidecars, json sidecars, or jsonl")] = "txt",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="a folder (txt/json) or file (jsonl)")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="skip images already captioned")] = False,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="preset, HF model id or local dir")] = None,
-    backend: Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
-    prompt: Annotated[str | None, typer.Option(help="instruction or prefix for the model")] = None,
-    task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
-    detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
-    max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    prompt: PromptOpt = None,
+    task: TaskOpt = None,
+    detail: DetailOpt = "brief",
+    max_tokens: MaxTokensOpt = None,
     temperature: Annotated[float | None, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = None,
     top_p: Annotated[float | None, typer.Option(min=0.01, max=1.0, help="nucleus sampling")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, max=16, help="beam search width")] = None,
     repetition_penalty: Annotated[float | None, typer.Option(min=0.5, max=5.0)] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     quantization: Annotated[
         str | None, typer.Option(help="none, 8bit (bitsandbytes on CUDA, dynamic int8 on CPU) or 4bit (CUDA)")
     ] = None,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="descend into subfolders")] = True,
-    glob: Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")] = None,
+    recursive: RecursiveOpt = True,
+    glob: GlobOpt = None,
     tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags (json/jsonl)")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Caption images. A folder gets NAME.txt beside each image; a URL's caption is printed."""
-    if detail not in ("brief", "detailed"):
-        raise typer.BadParameter("use brief or detailed", param_hint="--detail")
     try:
         settings = build_settings(
             name=model,
@@ -100,7 +114,7 @@ def caption(
     request = CaptionRequest(
         prompt=prompt,
         task=task,
-        detail=_detail(detail),
+        detail=detail,
         tags=tags,
         params=GenerationParams(
             max_new_tokens=max_tokens,
@@ -126,10 +140,6 @@ def caption(
         jsonl.close()
     _report(summary)
     raise typer.Exit(1 if summary.failed else 0)
-
-
-def _detail(value: str) -> Detail:
-    return "detailed" if value == "detailed" else "brief"
 
 
 def _run_with_progress(run: CaptionRun, todo: list[ImageRef], *, quiet: bool, to_stdout: bool) -> RunSummary:
@@ -305,30 +315,28 @@ def batch(
         "results.jsonl"
     ),
     sink: Annotated[list[str] | None, typer.Option("--sink", help="also deliver here (repeatable)")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="preset, HF id or local dir")] = None,
-    backend: Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL")] = None,
-    prompt: Annotated[str | None, typer.Option(help="instruction or prefix for the model")] = None,
-    task: Annotated[str | None, typer.Option(help="model task, e.g. <MORE_DETAILED_CAPTION>")] = None,
-    detail: Annotated[str, typer.Option(help="brief or detailed")] = "brief",
-    max_tokens: Annotated[int | None, typer.Option(min=1, max=4096, help="max new tokens")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="images per device batch")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    prompt: PromptOpt = None,
+    task: TaskOpt = None,
+    detail: DetailOpt = "brief",
+    max_tokens: MaxTokensOpt = None,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     replicas: Annotated[int | None, typer.Option(min=1, help="Ray: model replicas (one per GPU)")] = None,
     gpus_per_replica: Annotated[float | None, typer.Option(min=0, help="Ray: GPUs each (0 = CPU)")] = None,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="Ray: CPUs of a local cluster")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="into subfolders")] = True,
-    glob: Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")] = None,
+    recursive: RecursiveOpt = True,
+    glob: GlobOpt = None,
     tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
     from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
     from descry.sinks import build_sinks
 
-    if detail not in ("brief", "detailed"):
-        raise typer.BadParameter("use brief or detailed", param_hint="--detail")
     if engine not in ("local", "ray"):
         raise typer.BadParameter("use local or ray", param_hint="--engine")
     ray_only = {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica}
@@ -347,7 +355,7 @@ def batch(
         err.print("[yellow]no images found[/yellow] (check the path and --glob)")
         raise typer.Exit(1)
     params = GenerationParams(max_new_tokens=max_tokens)
-    request = CaptionRequest(prompt=prompt, task=task, detail=_detail(detail), tags=tags, params=params)
+    request = CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params)
     options = RayOptions(address, replicas, gpus_per_replica, num_cpus)
     engine_name: EngineName = "ray" if engine == "ray" else "local"
     progress = None if quiet or not err.is_terminal else Progress(*_BATCH_COLUMNS, console=err)

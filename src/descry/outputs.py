@@ -7,14 +7,11 @@ interruption never leaves a half-written output.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import IO, Literal
 
-from descry.errors import OutputError
+from descry.fileio import atomic_write, output_error
 from descry.schemas import Enrichment, ImageRef, SourceKind
 
 OutputFormat = Literal["txt", "json", "jsonl"]
@@ -22,36 +19,7 @@ OutputFormat = Literal["txt", "json", "jsonl"]
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to path all at once or not at all."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_error(exc, path) from exc
-    fd, tmp = _mkstemp(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise output_error(exc, path) from exc
-
-
-def _mkstemp(path: Path) -> tuple[int, str]:
-    try:
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise output_error(exc, path) from exc
-
-
-def output_error(exc: OSError, path: Path) -> OutputError:
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write {path}: the folder is read-only", hint="choose another place with --output")
-    if exc.errno == errno.ENOSPC:
-        return OutputError(f"cannot write {path}: the disk is full", hint="free some space and run again")
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+    atomic_write(path, text.encode("utf-8"))
 
 
 def render(enrichment: Enrichment, fmt: OutputFormat) -> str:

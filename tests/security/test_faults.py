@@ -79,7 +79,7 @@ def test_failing_disk_leaves_no_partial_file(
     def broken_fsync(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
-    monkeypatch.setattr("descry.outputs.os.fsync", broken_fsync)
+    monkeypatch.setattr("descry.fileio.os.fsync", broken_fsync)
     with pytest.raises(OutputError, match=words):
         atomic_write_text(out / "keep.txt", "new caption\n")
     with pytest.raises(OutputError, match=words):

@@ -7,10 +7,10 @@ from fastapi import Request
 from descry.api.batches import BatchManager
 from descry.api.metrics import ApiMetrics
 from descry.api.service import CaptionService
-from descry.api.sinkpool import SinkPool
 from descry.config import Settings
 from descry.engine.pipeline import Engine
-from descry.enrich.enricher import Enricher
+from descry.errors import ModelNotReady
+from descry.jobs.service import JobService
 
 
 def get_settings(request: Request) -> Settings:
@@ -21,16 +21,6 @@ def get_settings(request: Request) -> Settings:
 def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
-
-
-def get_enricher(request: Request) -> Enricher:
-    enricher: Enricher = request.app.state.enricher
-    return enricher
-
-
-def get_sinks(request: Request) -> SinkPool:
-    sinks: SinkPool = request.app.state.sinks
-    return sinks
 
 
 def get_metrics(request: Request) -> ApiMetrics:
@@ -46,6 +36,13 @@ def get_service(request: Request) -> CaptionService:
 def get_batches(request: Request) -> BatchManager:
     batches: BatchManager = request.app.state.batches
     return batches
+
+
+def get_jobs(request: Request) -> JobService:
+    jobs: JobService | None = getattr(request.app.state, "jobs", None)
+    if jobs is None:
+        raise ModelNotReady("durable jobs are not available on this server", hint="install descry[server]")
+    return jobs
 
 
 def get_request_id(request: Request) -> str | None:

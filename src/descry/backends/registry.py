@@ -87,14 +87,6 @@ MODEL_TYPE_BACKENDS = {
 }
 
 
-def available_backends() -> dict[str, type[Backend]]:
-    """Every backend class registered under the entry-point group, built-ins included."""
-    found: dict[str, type[Backend]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.load()
-    return found
-
-
 def backend_class(name: str) -> type[Backend]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from descry import schemas
-from descry.sinks.files import output_error, write_all
+from descry.fileio import output_error, write_all
 
 
 def jsonl_record(enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> dict[str, object]:

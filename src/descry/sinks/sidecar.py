@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 from descry import schemas
-from descry.sinks.files import atomic_write, image_location
+from descry.fileio import atomic_write
+from descry.sinks.files import image_location
 
 
 def sidecar_content(enrichment: schemas.Enrichment, fmt: Literal["txt", "json"]) -> bytes:

@@ -22,7 +22,8 @@ from PIL import Image
 from descry import schemas
 from descry.backends.hf_common import require
 from descry.errors import OutputError
-from descry.sinks.files import image_location, replacing
+from descry.fileio import replacing
+from descry.sinks.files import image_location
 from descry.sinks.xmp_fields import DESCRY_NS, DESCRY_PREFIX, MetadataChanges, plan_changes
 
 log = logging.getLogger("descry.sinks.xmp")

@@ -9,12 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from descry.api.deps import get_settings
+from descry.api.deps import get_jobs, get_settings
 from descry.api.models import CaptionOptions
 from descry.api.openapi import either_body
 from descry.api.uploads import content_kind, form_fields, json_body, parse_model, read_uploads
 from descry.config import Settings
-from descry.errors import InputError, ModelNotReady, PayloadTooLarge
+from descry.errors import InputError, PayloadTooLarge
 from descry.jobs.service import JobService
 from descry.jobs.store import ItemResult
 from descry.schemas import ImageRef, JobStatus, SourceKind
@@ -23,13 +23,6 @@ from descry.sources import check_server_path, expand_s3, is_s3, is_url, parse_s3
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Config = Annotated[Settings, Depends(get_settings)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
-
-
-def get_jobs(request: Request) -> JobService:
-    jobs: JobService | None = getattr(request.app.state, "jobs", None)
-    if jobs is None:
-        raise ModelNotReady("durable jobs are not available on this server", hint="install descry[jobs]")
-    return jobs
 
 
 Jobs = Annotated[JobService, Depends(get_jobs)]

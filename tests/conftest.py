@@ -27,6 +27,17 @@ def image_bytes(
     return buf.getvalue()
 
 
+def varied_images(count: int, wide: tuple[int, int] = (160, 80)) -> list[Image.Image]:
+    """Images of different sizes, aspect ratios and modes, for batching tests of the backends."""
+    return [
+        Image.new("RGB", (64, 48), (200, 30, 30)),
+        Image.new("RGB", wide, (20, 40, 220)),
+        Image.new("L", (30, 90), 128),
+        Image.new("RGBA", (41, 41), (10, 200, 10, 255)),
+        Image.new("RGB", (300, 200), (250, 250, 250)),
+    ][:count]
+
+
 @pytest.fixture
 def make_image() -> Callable[..., bytes]:
     return image_bytes

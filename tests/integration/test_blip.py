@@ -19,6 +19,7 @@ from descry.backends.blip import BlipBackend  # noqa: E402
 from descry.config import ModelSettings  # noqa: E402
 from descry.errors import CapabilityError, ModelNotFound  # noqa: E402
 from descry.schemas import GenerationParams  # noqa: E402
+from tests.conftest import varied_images  # noqa: E402
 from tests.tiny.blip import build_tiny_blip  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -42,13 +43,7 @@ def blip(blip_dir: Path) -> Iterator[BlipBackend]:
 
 
 def images() -> list[Image.Image]:
-    """Images of different sizes, aspect ratios and modes."""
-    return [
-        Image.new("RGB", (64, 48), (200, 30, 30)),
-        Image.new("RGB", (160, 80), (20, 40, 220)),
-        Image.new("L", (30, 90), 128),
-        Image.new("RGBA", (41, 41), (10, 200, 10, 255)),
-    ]
+    return varied_images(4)
 
 
 def token_count(backend: BlipBackend, text: str) -> int:

@@ -20,6 +20,7 @@ from descry.backends.florence2 import Florence2Backend  # noqa: E402
 from descry.config import ModelSettings  # noqa: E402
 from descry.errors import CapabilityError, ConfigError, ModelNotFound  # noqa: E402
 from descry.schemas import GenerationParams  # noqa: E402
+from tests.conftest import varied_images  # noqa: E402
 from tests.tiny.florence2 import build_tiny_florence2  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -45,14 +46,7 @@ def florence(florence_dir: Path) -> Iterator[Florence2Backend]:
 
 
 def images() -> list[Image.Image]:
-    """Images of different sizes, aspect ratios and modes."""
-    return [
-        Image.new("RGB", (64, 48), (200, 30, 30)),
-        Image.new("RGB", (160, 80), (20, 40, 220)),
-        Image.new("L", (30, 90), 128),
-        Image.new("RGBA", (41, 41), (10, 200, 10, 255)),
-        Image.new("RGB", (300, 200), (250, 250, 250)),
-    ]
+    return varied_images(5)
 
 
 def check_counts(backend: Florence2Backend, gens: list[Any], size: int) -> None:

@@ -19,6 +19,7 @@ from descry.backends.hf_vlm import HFVisionBackend, VLMBatch  # noqa: E402
 from descry.config import ModelSettings  # noqa: E402
 from descry.errors import ConfigError, ModelNotFound  # noqa: E402
 from descry.schemas import GenerationParams  # noqa: E402
+from tests.conftest import varied_images  # noqa: E402
 from tests.tiny.hf_vlm import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_5_vl  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -44,12 +45,7 @@ def tiny_vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def images() -> list[Image.Image]:
-    """Three images of different sizes, aspect ratios and modes."""
-    return [
-        Image.new("RGB", (64, 48), (200, 30, 30)),
-        Image.new("RGB", (160, 80), (20, 40, 220)),
-        Image.new("L", (30, 90), 128),
-    ]
+    return varied_images(3)
 
 
 def prompted(params: GenerationParams, prompts: list[str | None] = PROMPTS) -> list[Prompted]:

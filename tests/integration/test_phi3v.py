@@ -21,6 +21,7 @@ from descry.backends.phi3v import Phi3VisionBackend, build_prompt  # noqa: E402
 from descry.config import ModelSettings  # noqa: E402
 from descry.errors import ConfigError, ModelNotFound  # noqa: E402
 from descry.schemas import GenerationParams  # noqa: E402
+from tests.conftest import varied_images  # noqa: E402
 from tests.tiny.phi3v import build_tiny_phi3v  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -50,13 +51,7 @@ def phi3v(phi3v_dir: Path) -> Iterator[Phi3VisionBackend]:
 
 
 def images() -> list[Image.Image]:
-    """Images of different sizes, aspect ratios and modes."""
-    return [
-        Image.new("RGB", (64, 48), (200, 30, 30)),
-        Image.new("RGB", (160, 40), (20, 40, 220)),
-        Image.new("L", (30, 90), 128),
-        Image.new("RGBA", (41, 41), (10, 200, 10, 255)),
-    ]
+    return varied_images(4, wide=(160, 40))
 
 
 def fresh_copy(src: Path, tmp_path: Path) -> Path:

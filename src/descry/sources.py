@@ -68,8 +68,12 @@ def expand(
     recursive: bool = True,
     globs: Iterable[str] = IMAGE_GLOBS,
     settings: SourceSettings | None = None,
+    untrusted: bool = False,
 ) -> list[ImageRef]:
-    """Turn CLI arguments (files, directories, URLs, S3 URIs and prefixes) into ImageRefs."""
+    """Turn files, directories, URLs, S3 URIs and prefixes into ImageRefs.
+
+    ``untrusted`` (input from the network) confines paths to ``settings.allowed_roots``.
+    """
     refs: list[ImageRef] = []
     globs = tuple(globs)
     for item in inputs:
@@ -77,6 +81,8 @@ def expand(
             refs.append(ImageRef(kind=SourceKind.url, name=item, uri=item))
         elif is_s3(item):
             refs.extend(expand_s3(item, settings or SourceSettings(), globs=globs))
+        elif untrusted:
+            refs.extend(server_images(item, (settings or SourceSettings()).allowed_roots))
         else:
             path = Path(item).expanduser()
             if path.is_dir():
@@ -93,7 +99,39 @@ def path_ref(path: Path) -> ImageRef:
 
 
 def check_server_path(raw: str, roots: list[Path]) -> Path:
-    """A path sent over the network, accepted only inside an allow-listed root (symlinks resolved)."""
+    """A file path sent over the network, accepted only inside an allow-listed root (symlinks resolved)."""
+    resolved = _inside_roots(raw, roots)
+    try:
+        if not resolved.is_file():
+            raise SourceNotFound("no such file", source=raw)
+    except OSError as exc:
+        raise InputError(f"the path cannot be used ({exc.strerror})", source=raw[:200]) from exc
+    return resolved
+
+
+def server_images(raw: str, roots: list[Path]) -> list[ImageRef]:
+    """A file, or every image of a folder, sent over the network: only what lies inside the roots."""
+    resolved = _inside_roots(raw, roots)
+    try:
+        is_folder = resolved.is_dir()
+    except OSError as exc:
+        raise InputError(f"the path cannot be used ({exc.strerror})", source=raw[:200]) from exc
+    if not is_folder:
+        return [path_ref(check_server_path(raw, roots))]
+    resolved_roots = _resolved(roots)
+    return [path_ref(p) for p in walk_directory(resolved) if _within(p.resolve(), resolved_roots)]
+
+
+def _resolved(roots: list[Path]) -> list[Path]:
+    return [Path(r).expanduser().resolve() for r in roots]
+
+
+def _within(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def _inside_roots(raw: str, roots: list[Path]) -> Path:
+    """The resolved path, refused unless it lies inside one of the allow-listed roots."""
     if not roots:
         raise SourceForbidden(
             "reading server paths is disabled",
@@ -103,17 +141,15 @@ def check_server_path(raw: str, roots: list[Path]) -> Path:
     if "\x00" in raw:
         raise InputError("the path contains a NUL byte", source=raw)
     candidate = Path(raw)
-    resolved_roots = [Path(r).expanduser().resolve() for r in roots]
+    resolved_roots = _resolved(roots)
     if not candidate.is_absolute():
         candidate = resolved_roots[0] / candidate
     try:
         resolved = candidate.resolve()
-        if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
-            raise SourceForbidden("the path is outside the allowed roots", source=raw)
-        if not resolved.is_file():
-            raise SourceNotFound("no such file", source=raw)
     except OSError as exc:
         raise InputError(f"the path cannot be used ({exc.strerror})", source=raw[:200]) from exc
+    if not _within(resolved, resolved_roots):
+        raise SourceForbidden("the path is outside the allowed roots", source=raw)
     return resolved
 
 

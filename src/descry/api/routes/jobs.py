@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
@@ -17,8 +16,8 @@ from descry.config import Settings
 from descry.errors import InputError, PayloadTooLarge
 from descry.jobs.service import JobService
 from descry.jobs.store import ItemResult
-from descry.schemas import ImageRef, JobStatus, SourceKind
-from descry.sources import check_server_path, expand_s3, is_s3, is_url, parse_s3, path_ref, walk_directory
+from descry.schemas import ImageRef, JobStatus
+from descry.sources import expand
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Config = Annotated[Settings, Depends(get_settings)]
@@ -43,37 +42,6 @@ class JobResults(BaseModel):
     items: list[ItemResult]
 
 
-def resolve_sources(sources: list[str], settings: Settings) -> list[ImageRef]:
-    """Turn a job's source strings into refs; server paths must lie inside the allowed roots."""
-    refs: list[ImageRef] = []
-    for source in sources:
-        if is_url(source):
-            refs.append(ImageRef(kind=SourceKind.url, name=source, uri=source))
-        elif is_s3(source):
-            parse_s3(source)
-            refs.extend(expand_s3(source, settings.sources))
-        else:
-            refs.extend(_server_path(source, settings))
-    return refs
-
-
-def _server_path(source: str, settings: Settings) -> list[ImageRef]:
-    """A file, or every image in a folder, under the allowed roots (symlinks out of them are skipped)."""
-    roots = [Path(r).expanduser().resolve() for r in settings.sources.allowed_roots]
-    candidate = Path(source)
-    if roots and not candidate.is_absolute():
-        candidate = roots[0] / candidate
-    try:
-        is_folder = bool(roots) and candidate.is_dir()
-    except OSError as exc:  # e.g. a name longer than the filesystem allows
-        raise InputError(f"the path cannot be used ({exc.strerror})", source=source[:200]) from exc
-    if is_folder:
-        folder = candidate.resolve()
-        if any(folder == r or folder.is_relative_to(r) for r in roots):
-            return [path_ref(p) for p in walk_directory(folder) if any(p.resolve().is_relative_to(r) for r in roots)]
-    return [path_ref(check_server_path(source, settings.sources.allowed_roots))]
-
-
 @router.post(
     "",
     response_model=JobStatus,
@@ -90,7 +58,7 @@ async def submit_job(
     others: list[ImageRef] = []
     if content_kind(request) == "json":
         body = parse_model(JobSources, await json_body(request))
-        others = await asyncio.to_thread(resolve_sources, body.sources, settings)
+        others = await asyncio.to_thread(expand, body.sources, settings=settings.sources, untrusted=True)
         options: CaptionOptions = body
     else:
         async with request.form() as form:

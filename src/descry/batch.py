@@ -10,13 +10,10 @@ a crash.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +21,8 @@ from typing import Any, Literal
 
 from descry.config import Settings
 from descry.errors import InputError
-from descry.fileio import output_error
-from descry.outputs import JsonlWriter, OutputPlan
+from descry.fileio import replacing
+from descry.outputs import JsonlWriter, OutputPlan, jsonl_lines, jsonl_names
 from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 from descry.sinks import Sink, close_sinks, deliver_all, start_sinks
@@ -119,7 +116,7 @@ class BatchOutput:
 
     def done_names(self) -> set[str]:
         """Names of the images already in the output."""
-        names = set(_journal_names(self.journal))
+        names = set(jsonl_names(self.journal))
         if self.fmt == "parquet" and self.path.is_file():
             names.update(self._parquet_table(columns=["name"]).column("name").to_pylist())
         return names
@@ -140,7 +137,7 @@ class BatchOutput:
             seen.update(existing.column("name").to_pylist())
             tables.append(existing)
         rows = []
-        for line in _journal_lines(self.journal):
+        for line in jsonl_lines(self.journal):
             row = parquet_row(line)
             if row["name"] not in seen:
                 seen.add(row["name"])
@@ -161,33 +158,8 @@ class BatchOutput:
 
     def _write_parquet(self, table: Any) -> None:
         pq = _pyarrow().parquet
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
+        with replacing(self.path) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise output_error(exc, self.path) from exc
-
-
-def _journal_lines(path: Path) -> Iterator[str]:
-    """Complete, parseable lines; a half-written last line (a crash) is ignored."""
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for raw in handle:
-            line = raw.rstrip("\n")
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                if raw.endswith("\n") and json.loads(line)["name"]:
-                    yield line
-
-
-def _journal_names(path: Path) -> Iterator[str]:
-    for line in _journal_lines(path):
-        yield json.loads(line)["name"]
 
 
 @dataclass

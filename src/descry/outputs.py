@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
 
@@ -70,12 +71,26 @@ class OutputPlan:
 
     def _jsonl_names(self) -> set[str]:
         if self._done_names is None:
-            self._done_names = set()
-            if self.output is not None and self.output.is_file():
-                for line in self.output.read_text(encoding="utf-8", errors="replace").splitlines():
-                    with contextlib.suppress(ValueError, AttributeError):
-                        self._done_names.add(json.loads(line)["name"])
+            self._done_names = set(jsonl_names(self.output)) if self.output is not None else set()
         return self._done_names
+
+
+def jsonl_lines(path: Path) -> Iterator[str]:
+    """The complete result lines of a JSONL file; a half-written last line (a crash) is skipped."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            line = raw.rstrip("\n")
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                if raw.endswith("\n") and json.loads(line)["name"]:
+                    yield line
+
+
+def jsonl_names(path: Path) -> Iterator[str]:
+    """The image names a JSONL result file already holds."""
+    for line in jsonl_lines(path):
+        yield json.loads(line)["name"]
 
 
 class JsonlWriter:

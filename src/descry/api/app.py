@@ -28,11 +28,11 @@ from descry.api.openapi import install_openapi
 from descry.api.routes import health, jobs, seed, v1
 from descry.api.security import install_security, require_scope
 from descry.api.service import CaptionService
-from descry.api.sinkpool import SinkPool
 from descry.config import Settings
 from descry.engine.pipeline import Engine
 from descry.enrich.enricher import Enricher
 from descry.errors import DescryError
+from descry.sinks.pool import SinkPool
 
 log = logging.getLogger("descry.api")
 
@@ -65,11 +65,11 @@ def _start_workers(app: FastAPI) -> None:
         starter()
 
 
-def _job_batches(settings: Settings, enricher: Enricher) -> StoreBatches:
+def _job_batches(settings: Settings, enricher: Enricher, sinks: SinkPool) -> StoreBatches:
     """The durable job store behind /v1/jobs and /async-batch-caption (part of the server extra)."""
     from descry.jobs.service import JobService
 
-    return StoreBatches(JobService(settings, enricher))
+    return StoreBatches(JobService(settings, enricher, sinks=sinks))
 
 
 @contextlib.asynccontextmanager
@@ -123,7 +123,7 @@ def create_app(
     app.state.sinks = sinks
     app.state.enricher = enricher
     app.state.service = service
-    job_batches = _job_batches(settings, enricher) if batches is None else None
+    job_batches = _job_batches(settings, enricher, sinks) if batches is None else None
     app.state.jobs = job_batches.jobs if job_batches else None
     app.state.batches = batches or job_batches
 

@@ -7,11 +7,11 @@ import logging
 from dataclasses import dataclass, field
 
 from descry.api.metrics import ApiMetrics
-from descry.api.sinkpool import SinkPool
 from descry.engine.pipeline import describe_error
 from descry.enrich.enricher import Enricher
 from descry.errors import Overloaded
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
+from descry.sinks.pool import SinkPool
 
 log = logging.getLogger("descry.api")
 

@@ -7,7 +7,6 @@ machines can share one PostgreSQL database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -17,7 +16,8 @@ from descry.jobs.inputs import ItemInput
 from descry.jobs.store import SqlJobStore, submit_uploads
 from descry.jobs.worker import Deliver, Worker, WorkerStats
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, JobSpec
-from descry.sinks import Sink, build_sinks, known_sinks
+from descry.sinks import known_sinks
+from descry.sinks.pool import SinkPool
 
 log = logging.getLogger("descry.jobs")
 
@@ -25,12 +25,20 @@ log = logging.getLogger("descry.jobs")
 class JobService:
     """Owns the job store and, when given an Enricher, the workers that process its images."""
 
-    def __init__(self, settings: Settings, enricher: Enricher | None = None, store: SqlJobStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        enricher: Enricher | None = None,
+        store: SqlJobStore | None = None,
+        *,
+        sinks: SinkPool | None = None,
+    ) -> None:
         self.settings = settings
         self.enricher = enricher
         url = settings.jobs.url_for(settings.data_dir)
         self.store = store or SqlJobStore(url, schema=settings.jobs.database_schema)
-        self.sinks: dict[str, Sink] = {}
+        self.sinks = sinks or SinkPool(settings)
+        self._owns_sinks = sinks is None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[WorkerStats]] = []
 
@@ -39,9 +47,8 @@ class JobService:
 
     async def close(self) -> None:
         await self.stop_workers()
-        for sink in self.sinks.values():
-            with contextlib.suppress(Exception):
-                await sink.close()
+        if self._owns_sinks:
+            await self.sinks.close()
         await self.store.close()
 
     async def submit(
@@ -95,9 +102,7 @@ class JobService:
 
         def deliver_to(name: str) -> Deliver:
             async def deliver(enrichment: Enrichment, item: ItemInput) -> None:
-                sink = self.sinks.get(name)
-                if sink is None:
-                    sink = self.sinks[name] = build_sinks([name], self.settings)[0]
+                (sink,) = await self.sinks.get([name])
                 await sink.deliver(enrichment, ImageRef(kind=item.kind, name=item.name, uri=item.uri))
 
             return deliver

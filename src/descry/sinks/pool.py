@@ -1,4 +1,4 @@
-"""Sinks built once per server on first use, shared by every request, closed at shutdown."""
+"""Sinks built once per process on first use, shared by requests and job workers, closed at shutdown."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from descry.errors import InputError
 from descry.schemas import Enrichment, ImageRef
 from descry.sinks import Sink, build_sinks, close_sinks, deliver_all, known_sinks, start_sinks
 
-log = logging.getLogger("descry.api")
+log = logging.getLogger("descry.sinks")
 
 
 class SinkPool:

@@ -21,19 +21,26 @@ from typing import Any
 import torch
 
 from descry.backends.base import Prompted
+from descry.backends.hf_common import generate_kwargs
 from descry.backends.registry import create_backend
-from descry.bench.models import build
+from descry.backends.vision_attention import fuse_vision_attention
+from descry.bench.models import Scale, build
 from descry.bench.phases import fixed_params
 from descry.bench.workload import make_images
 from descry.config import ImageLimits, ModelSettings
 from descry.imaging import decode
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Any) -> tuple[float, Any]:
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     out = fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t0, out
 
 
@@ -49,29 +56,60 @@ def vision_seconds(backend: Any, batch: Any) -> float | None:
     return seconds
 
 
-def profile(key: str, sizes: list[int], tokens: int, image_side: int) -> dict[str, Any]:
+def stock_vision_seconds(backend: Any, batch: Any) -> float | None:
+    """The image encoder as transformers ships it: one attention call per window (descry's packing removed)."""
+    packed = [m for m in backend.model.modules() if "forward" in vars(m)]
+    for module in packed:
+        del module.forward
+    try:
+        return vision_seconds(backend, batch)
+    finally:
+        for module in packed:
+            fuse_vision_attention(module)
+
+
+def static_cache_seconds(backend: Any, batch: Any, tokens: int) -> tuple[float, float]:
+    """``generate`` with a static KV cache, which transformers compiles (CUDA graphs): first call, then warm."""
+    inputs = batch.inputs.to(backend.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(backend.dtype)
+    kwargs = {**generate_kwargs(fixed_params(tokens)), "cache_implementation": "static"}
+    with torch.inference_mode():
+        first, _ = timed(lambda: backend.model.generate(**inputs, **kwargs))
+        warm, _ = timed(lambda: backend.model.generate(**inputs, **kwargs))
+    return first, warm
+
+
+def profile(
+    key: str,
+    sizes: list[int],
+    tokens: int,
+    image_side: int,
+    stock: bool = False,
+    static: bool = False,
+    scale: Scale = "full",
+) -> dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = "bfloat16" if device == "cuda" else "float32"
     root = Path(tempfile.mkdtemp(prefix="descry-profile-"))
     built = build(
         key,
         root / key,
-        scale="full",
-        device="cuda",
-        dtype=torch.bfloat16,
+        scale=scale,
+        device=device,
+        dtype=getattr(torch, dtype),
         remote_code=[Path.cwd() / "tests" / "tiny" / "phi3v_remote"],
     )
     settings = ModelSettings(
         name=str(built.path),
         backend=built.backend,
-        device="cuda",
-        dtype="bfloat16",
+        device=device,
+        dtype=dtype,
         trust_remote_code=built.trust_remote_code,
     )
     backend = create_backend(settings)
     backend.load()
     limits = ImageLimits()
-    images = [
-        decode(data, name, limits).image for name, data in make_images(max(sizes), (image_side, image_side))
-    ]
+    images = [decode(data, name, limits).image for name, data in make_images(max(sizes), (image_side, image_side))]
     out: dict[str, Any] = {"model": built.label, "tokens": tokens, "image_side": image_side, "batches": {}}
     for size in sizes:
         items = [Prompted(image=img, params=fixed_params(tokens)) for img in images[:size]]
@@ -83,6 +121,17 @@ def profile(key: str, sizes: list[int], tokens: int, image_side: int) -> dict[st
         prefill_s, _ = timed(lambda prepared_one=prepared_one: backend.forward(prepared_one))
         full_s, _ = timed(lambda batch=batch: backend.forward(batch))
         step = (full_s - prefill_s) / max(1, tokens - 1)
+        extra: dict[str, Any] = {}
+        if stock:
+            stock_s = stock_vision_seconds(backend, batch)
+            extra["vision_stock_s"] = None if stock_s is None else round(stock_s, 3)
+        if static:
+            try:
+                first, warm = static_cache_seconds(backend, batch, tokens)
+                extra.update(static_first_s=round(first, 3), static_generate_s=round(warm, 3))
+                extra["static_images_per_second"] = round(size / warm, 2)
+            except Exception as exc:  # report, keep the other numbers
+                extra["static_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         row = {
             "preprocess_s": round(pre_s, 3),
             "vision_s": None if vision is None else round(vision, 3),
@@ -90,7 +139,8 @@ def profile(key: str, sizes: list[int], tokens: int, image_side: int) -> dict[st
             "generate_s": round(full_s, 3),
             "decode_step_ms": round(step * 1000, 2),
             "images_per_second": round(size / full_s, 2),
-            "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+            "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device == "cuda" else None,
+            **extra,
         }
         out["batches"][str(size)] = row
         print(key, size, row, flush=True)
@@ -104,9 +154,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--image-side", type=int, default=448)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--scale", choices=["full", "tiny"], default="full", help="tiny: a smoke test on CPU")
+    parser.add_argument("--stock-vision", action="store_true", help="also time the unpacked vision attention")
+    parser.add_argument("--static-cache", action="store_true", help="also time generate with a static KV cache")
     args = parser.parse_args()
     results = [
-        profile(m, args.batch or [1, 128], args.tokens, args.image_side)
+        profile(
+            m, args.batch or [1, 128], args.tokens, args.image_side, args.stock_vision, args.static_cache, args.scale
+        )
         for m in args.model or ["qwen2.5-vl-7b"]
     ]
     if args.out:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from descry.backends.base import Backend, ModelSpec
+from descry.backends.vision_attention import fuse_vision_attention
 from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory
 from descry.schemas import GenerationParams
 
@@ -113,11 +114,16 @@ def placement(spec: ModelSpec) -> Placement:
 
 
 def finish_loading(model: Any, spec: ModelSpec, where: Placement) -> Any:
-    """Move a loaded model to its device (unless bitsandbytes placed it), int8 on CPU if asked, eval mode."""
+    """Move a loaded model to its device (unless bitsandbytes placed it), int8 on CPU if asked, eval mode.
+
+    Vision attention runs fused (backends/vision_attention) unless an ``attn_implementation`` option was given.
+    """
     if where.quantization is None:
         model.to(where.device)
     if where.device == "cpu" and spec.quantization == "8bit":
         model = quantize_cpu_int8(model)
+    if not spec.options.get("attn_implementation"):
+        fuse_vision_attention(model)
     model.eval()
     if spec.compile:
         model.forward = require("torch").compile(model.forward, dynamic=True)

@@ -59,7 +59,6 @@ class HFVisionBackend(hf_common.TransformersBackend):
     name = "hf_vlm"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
 
-
     def load(self) -> None:
         transformers = hf_common.require("transformers")
         where = hf_common.placement(self.spec)
@@ -115,7 +114,6 @@ class HFVisionBackend(hf_common.TransformersBackend):
             f"model {self.spec.model_id} is not an image-text-to-text model: {str(exc).splitlines()[0]}",
             hint="pick a vision-language model (descry models lists presets) or set --backend for its family",
         )
-
 
     def shape_key(self, item: Prompted) -> Hashable:
         """Dynamic-resolution models turn bigger images into more tokens: batch similar areas and aspects."""

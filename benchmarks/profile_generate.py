@@ -23,7 +23,7 @@ import torch
 from descry.backends.base import Prompted
 from descry.backends.hf_common import generate_kwargs
 from descry.backends.registry import create_backend
-from descry.backends.vision_attention import fuse_vision_attention
+from descry.backends.vision_attention import stock_attention
 from descry.bench.models import Scale, build
 from descry.bench.phases import fixed_params
 from descry.bench.workload import make_images
@@ -57,15 +57,9 @@ def vision_seconds(backend: Any, batch: Any) -> float | None:
 
 
 def stock_vision_seconds(backend: Any, batch: Any) -> float | None:
-    """The image encoder as transformers ships it: one attention call per window (descry's packing removed)."""
-    packed = [m for m in backend.model.modules() if "forward" in vars(m)]
-    for module in packed:
-        del module.forward
-    try:
+    """The image encoder as transformers ships it: one attention call per window (descry's fusing taken off)."""
+    with stock_attention(backend.model):
         return vision_seconds(backend, batch)
-    finally:
-        for module in packed:
-            fuse_vision_attention(module)
 
 
 def static_cache_seconds(backend: Any, batch: Any, tokens: int) -> tuple[float, float]:

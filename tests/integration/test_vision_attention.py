@@ -14,7 +14,12 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from descry.backends import registry  # noqa: E402
-from descry.backends.vision_attention import FUSED, fuse_vision_attention, windowed_attention  # noqa: E402
+from descry.backends.vision_attention import (  # noqa: E402
+    FUSED,
+    fuse_vision_attention,
+    stock_attention,
+    windowed_attention,
+)  # noqa: E402
 from descry.config import ModelSettings  # noqa: E402
 from tests.tiny.blip import build_tiny_blip  # noqa: E402
 from tests.tiny.hf_vlm import build_tiny_qwen2_5_vl  # noqa: E402
@@ -62,11 +67,6 @@ def sdpa_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, ...]
     yield calls
 
 
-def unfuse(model: Any) -> None:
-    for module in model.modules():
-        vars(module).pop("forward", None)
-
-
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("fused-qwen") / "qwen")
@@ -111,9 +111,11 @@ def test_blip_vision_model_gives_the_same_features(tmp_path: Path) -> None:
         assert fuse_vision_attention(model) == model.config.vision_config.num_hidden_layers
         fused = model.vision_model(pixels).last_hidden_state
     torch.testing.assert_close(fused, eager)
-    unfuse(model)
-    with torch.inference_mode():
+    with stock_attention(model) as count, torch.inference_mode():
+        assert count == model.config.vision_config.num_hidden_layers
+        assert fused_modules(model) == 0
         torch.testing.assert_close(model.vision_model(pixels).last_hidden_state, eager)
+    assert fused_modules(model) == count
 
 
 def fused_modules(model: Any) -> int:

@@ -36,6 +36,8 @@ def test_tiny_profile_measures_every_path(tiny_result: dict) -> None:
         # min_new_tokens = max_new_tokens: every image generates exactly the fixed length
         assert summary["output_tokens"] == {"min": case.max_new_tokens, "max": case.max_new_tokens}
     assert model["engine"]["mean_batch_size"] > 1
+    # BLIP's ViT is one descry fuses: the baseline ran transformers' own attention, then descry's
+    assert model["baseline_fused"]["images"] == case.baseline_images
     assert model["engine"]["speedup"] == pytest.approx(
         model["engine"]["images_per_second"] / model["baseline"]["images_per_second"], rel=0.01
     )
@@ -63,6 +65,7 @@ def test_tiny_profile_writes_json_and_markdown(tiny_result: dict, tmp_path: Path
     text = markdown(tiny_result)
     assert "| blip-base | baseline (1 generate/image) |" in text
     assert "| blip-base | engine (in-process) |" in text
+    assert "| blip-base | baseline with descry's fused vision attention |" in text
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\nIntro kept.\n")
     update_results(results, tiny_result)

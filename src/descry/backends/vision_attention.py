@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 import types
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -66,6 +67,19 @@ def fuse_vision_attention(model: Any) -> int:
             module.forward = types.MethodType(forward, module)
             count += 1
     return count
+
+
+@contextmanager
+def stock_attention(model: Any) -> Iterator[int]:
+    """The model as transformers ships it for the duration (for comparisons); yields how many blocks were fused."""
+    fused = [m for m in model.modules() if (type(m).__module__, type(m).__name__) in FUSED and "forward" in vars(m)]
+    for module in fused:
+        del module.forward
+    try:
+        yield len(fused)
+    finally:
+        for module in fused:
+            module.forward = types.MethodType(FUSED[type(module).__module__, type(module).__name__], module)
 
 
 def windowed_attention(query: Any, key: Any, value: Any, cu_seqlens: Any, scale: float) -> Any:

@@ -105,9 +105,7 @@ def decode_bench(count: int, size: tuple[int, int], target_pixels: int) -> dict[
 # ---------------------------------------------------------------- baseline
 
 
-def _direct(
-    backend: Backend, image: Image.Image, max_new_tokens: int
-) -> tuple[Any, Callable[[Any], Any], Any]:
+def _direct(backend: Backend, image: Image.Image, max_new_tokens: int) -> tuple[Any, Callable[[Any], Any], Any]:
     """The replaced projects' per-image call: (processor output, generate, text decoder) via the HF API."""
     import torch
 
@@ -167,7 +165,7 @@ def _baseline_one(backend: Backend, data: bytes, max_new_tokens: int) -> Sample:
 
 
 def baseline(
-    backend: Backend, images: list[tuple[str, bytes]], max_new_tokens: int, *, cuda: bool
+    backend: Backend, images: list[tuple[str, bytes]], max_new_tokens: int, *, cuda: bool, name: str = "baseline"
 ) -> PhaseResult:
     """One ``generate`` per image, in sequence: open with PIL, run the processor, generate, decode."""
     _baseline_one(backend, images[0][1], max_new_tokens)
@@ -177,7 +175,7 @@ def baseline(
         for _name, data in images:
             samples.append(_baseline_one(backend, data, max_new_tokens))
         seconds = time.perf_counter() - t0
-    return PhaseResult("baseline", seconds, samples, memory.as_dict())
+    return PhaseResult(name, seconds, samples, memory.as_dict())
 
 
 # ---------------------------------------------------------------- engine

@@ -45,7 +45,9 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
         base_ips = model.get("baseline", {}).get("images_per_second") or 0.0
         rows = [
             ("baseline (1 generate/image)", model.get("baseline")),
+            ("baseline with descry's fused vision attention", model.get("baseline_fused")),
             ("engine (in-process)", model.get("engine")),
+            ("engine, --quantization 8bit (not fp32)", model.get("engine_int8")),
         ]
         for name, summary in (model.get("http") or {}).items():
             if isinstance(summary, dict):

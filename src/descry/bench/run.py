@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from descry.backends.vision_attention import stock_attention
 from descry.bench.http import http_available, http_phase
 from descry.bench.models import BuiltModel, build
 from descry.bench.phases import baseline, batch_sweep, decode_bench, engine_phase, fixed_params
@@ -98,23 +99,20 @@ async def bench_model(
             await engine.start()
         result["load"] = {"seconds": round(engine.state.load_seconds or 0.0, 2), **load_memory.as_dict()}
         log(f"[{case.key}] baseline: {case.baseline_images} images, one generate each")
-        base = baseline(engine.backend, images[: case.baseline_images], case.max_new_tokens, cuda=cuda)
-        result["baseline"] = base.summary()
-        log(
-            f"[{case.key}] baseline {result['baseline']['images_per_second']} img/s; "
-            f"engine: {case.engine_images}"
-        )
+        chosen = images[: case.baseline_images]
+        with stock_attention(engine.backend.model) as fused:  # type: ignore[attr-defined]
+            result["baseline"] = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda).summary()
+        if fused:
+            log(f"[{case.key}] baseline again with descry's fused vision attention ({fused} blocks)")
+            again = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda, name="baseline_fused")
+            result["baseline_fused"] = again.summary()
+        log(f"[{case.key}] baseline {result['baseline']['images_per_second']} img/s; engine: {case.engine_images}")
         warmup = case.batch_size if cuda else min(2, case.batch_size)
         eng = await engine_phase(engine, images[: case.engine_images], params, warmup=warmup, cuda=cuda)
         result["engine"] = eng.summary()
         base_ips = result["baseline"]["images_per_second"]
-        result["engine"]["speedup"] = (
-            round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
-        )
-        log(
-            f"[{case.key}] engine {result['engine']['images_per_second']} img/s "
-            f"({result['engine']['speedup']}x)"
-        )
+        result["engine"]["speedup"] = round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
+        log(f"[{case.key}] engine {result['engine']['images_per_second']} img/s ({result['engine']['speedup']}x)")
         if case.cpu_int8 and not cuda:
             result["engine_int8"] = await _int8_engine(settings, images[: case.engine_images], params, base_ips)
             log(
@@ -254,9 +252,7 @@ def run_profile(
     try:
         for case in profile.models:
             try:
-                result["models"][case.key] = asyncio.run(
-                    bench_model(profile, case, root, search, http=http, log=log)
-                )
+                result["models"][case.key] = asyncio.run(bench_model(profile, case, root, search, http=http, log=log))
             except Exception as exc:  # one model failing still leaves the others' numbers
                 log(f"[{case.key}] failed: {exc!r}")
                 result.setdefault("failed", {})[case.key] = repr(exc)

@@ -91,6 +91,7 @@ PROFILES: dict[str, Profile] = {
                 engine_images=24,
                 http_requests_per_client=3,  # 24 images at 8 clients, as many as the engine row
                 cpu_int8=True,
+                sweep=(16,),  # BLIP-base's decode keeps paying off past the default batch of 8
             ),
         ),
         http_concurrency=(1, 8, 32),

@@ -38,6 +38,9 @@ def test_tiny_profile_measures_every_path(tiny_result: dict) -> None:
     assert model["engine"]["mean_batch_size"] > 1
     # BLIP's ViT is one descry fuses: the baseline ran transformers' own attention, then descry's
     assert model["baseline_fused"]["images"] == case.baseline_images
+    for variant in case.cpu_variants:  # the engine again with cheaper arithmetic, same images
+        assert model[f"engine_{variant}"]["images"] == case.engine_images
+        assert model[f"engine_{variant}"]["output_tokens"]["max"] == case.max_new_tokens
     assert model["engine"]["speedup"] == pytest.approx(
         model["engine"]["images_per_second"] / model["baseline"]["images_per_second"], rel=0.01
     )
@@ -66,6 +69,7 @@ def test_tiny_profile_writes_json_and_markdown(tiny_result: dict, tmp_path: Path
     assert "| blip-base | baseline (1 generate/image) |" in text
     assert "| blip-base | engine (in-process) |" in text
     assert "| blip-base | baseline with descry's fused vision attention |" in text
+    assert "| blip-base | engine, --dtype bfloat16 (not fp32) |" in text
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\nIntro kept.\n")
     update_results(results, tiny_result)

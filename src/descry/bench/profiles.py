@@ -20,7 +20,15 @@ class ModelCase:
     http_requests_per_client: int = 2
     sweep: tuple[int, ...] = ()  # extra engine batch sizes to measure (batches of 4 each)
     http_wait_variants: tuple[float, ...] = ()  # batcher max waits (ms) to retry the top client counts with
-    cpu_int8: bool = False  # also run the engine with quantization=8bit (dynamic int8 on CPU)
+    # CPU only: the engine again with cheaper arithmetic, as ENGINE_VARIANTS names them (not fp32 ratios)
+    cpu_variants: tuple[str, ...] = ()
+
+
+# variant name -> the model settings it changes; results land under "engine_<name>"
+ENGINE_VARIANTS: dict[str, dict[str, str]] = {
+    "int8": {"quantization": "8bit"},  # torch's dynamic int8 of the linear layers
+    "bf16": {"dtype": "bfloat16"},  # fast on CPUs with AVX512-BF16 or AMX, emulated (slow) elsewhere
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ PROFILES: dict[str, Profile] = {
                 baseline_images=4,
                 engine_images=8,
                 http_requests_per_client=1,
+                cpu_variants=("int8", "bf16"),
             ),
         ),
         http_concurrency=(1, 4),
@@ -90,7 +99,7 @@ PROFILES: dict[str, Profile] = {
                 baseline_images=8,
                 engine_images=24,
                 http_requests_per_client=3,  # 24 images at 8 clients, as many as the engine row
-                cpu_int8=True,
+                cpu_variants=("int8", "bf16"),
                 sweep=(16,),  # BLIP-base's decode keeps paying off past the default batch of 8
             ),
         ),

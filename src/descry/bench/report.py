@@ -48,6 +48,7 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
             ("baseline with descry's fused vision attention", model.get("baseline_fused")),
             ("engine (in-process)", model.get("engine")),
             ("engine, --quantization 8bit (not fp32)", model.get("engine_int8")),
+            ("engine, --dtype bfloat16 (not fp32)", model.get("engine_bf16")),
         ]
         for name, summary in (model.get("http") or {}).items():
             if isinstance(summary, dict):

@@ -16,7 +16,7 @@ from descry.backends.vision_attention import stock_attention
 from descry.bench.http import http_available, http_phase
 from descry.bench.models import BuiltModel, build
 from descry.bench.phases import baseline, batch_sweep, decode_bench, engine_phase, fixed_params
-from descry.bench.profiles import ModelCase, Profile, Target
+from descry.bench.profiles import ENGINE_VARIANTS, ModelCase, Profile, Target
 from descry.bench.workload import MemoryPeak, lifetime_peak_rss_mb, machine, make_images, now_stamp
 from descry.config import AgentSettings, BatchSettings, ModelSettings, SecuritySettings, Settings, TagSettings
 from descry.engine.pipeline import Engine
@@ -113,11 +113,13 @@ async def bench_model(
         base_ips = result["baseline"]["images_per_second"]
         result["engine"]["speedup"] = round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
         log(f"[{case.key}] engine {result['engine']['images_per_second']} img/s ({result['engine']['speedup']}x)")
-        if case.cpu_int8 and not cuda:
-            result["engine_int8"] = await _int8_engine(settings, images[: case.engine_images], params, base_ips)
+        for variant in () if cuda else case.cpu_variants:
+            change = ENGINE_VARIANTS[variant]
+            summary = await _variant_engine(settings, change, images[: case.engine_images], params, base_ips)
+            result[f"engine_{variant}"] = summary
             log(
-                f"[{case.key}] engine with 8bit (dynamic int8) {result['engine_int8']['images_per_second']} img/s "
-                f"({result['engine_int8']['speedup']}x the fp32 baseline)"
+                f"[{case.key}] engine with {change} {summary['images_per_second']} img/s "
+                f"({summary['speedup']}x the fp32 baseline)"
             )
         if case.sweep:
             log(f"[{case.key}] batch-size sweep: {', '.join(map(str, case.sweep))}")
@@ -138,11 +140,11 @@ async def bench_model(
     return result
 
 
-async def _int8_engine(
-    settings: Settings, images: list[tuple[str, bytes]], params: Any, base_ips: float
+async def _variant_engine(
+    settings: Settings, change: dict[str, str], images: list[tuple[str, bytes]], params: Any, base_ips: float
 ) -> dict[str, Any]:
-    """The engine again with ``quantization=8bit``: on CPU, torch's dynamic int8 of the linear layers."""
-    model = settings.model.model_copy(update={"quantization": "8bit"})
+    """The engine again with other model settings (an ENGINE_VARIANTS entry), measured like the engine row."""
+    model = settings.model.model_copy(update=change)
     engine = Engine(settings.model_copy(update={"model": model}))
     await engine.start()
     try:

@@ -144,3 +144,16 @@ def test_blocks_on_flash_attention_keep_it(tiny_qwen: Path) -> None:
     model.config.vision_config._attn_implementation = "flash_attention_2"
     assert fuse_vision_attention(model) == 0
     assert fused_modules(model) == 0
+
+
+def test_an_unexpected_call_falls_back_to_the_class_forward(tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen, attn_implementation="sdpa").eval()
+    fuse_vision_attention(model)
+    block = next(m for m in model.modules() if (type(m).__module__, type(m).__name__) in FUSED)
+    seen: list[object] = []
+    monkeypatch.setattr(type(block), "forward", lambda self, *args, **kwargs: seen.append(kwargs) or "class")
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    assert block(torch.zeros(4, block.dim), cu) == "class"  # no position embeddings: not the signature we know
+    assert seen == [{"position_embeddings": None}]

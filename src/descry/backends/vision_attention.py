@@ -24,8 +24,13 @@ from typing import Any
 def windowed_forward(
     self: Any, hidden_states: Any, cu_seqlens: Any, position_embeddings: Any = None, **kwargs: Any
 ) -> Any:
-    """Qwen2(.5)-VL vision attention with the per-window loop replaced by ``windowed_attention``."""
-    rotary = sys.modules[type(self).__module__].apply_rotary_pos_emb_vision
+    """Qwen2(.5)-VL vision attention with the per-window loop replaced by ``windowed_attention``.
+
+    Calls that do not look like the transformers 5 signature go to the class's own forward.
+    """
+    rotary = getattr(sys.modules[type(self).__module__], "apply_rotary_pos_emb_vision", None)
+    if position_embeddings is None or rotary is None:
+        return type(self).forward(self, hidden_states, cu_seqlens, position_embeddings=position_embeddings, **kwargs)
     tokens = hidden_states.shape[0]
     qkv = self.qkv(hidden_states).reshape(tokens, 3, self.num_heads, -1).permute(1, 0, 2, 3)
     query, key, value = qkv.unbind(0)

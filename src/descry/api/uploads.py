@@ -46,6 +46,16 @@ async def read_uploads(uploads: list[Any], settings: Settings) -> list[ImageRef]
     return [await read_upload(as_upload(u), settings.limits.max_bytes) for u in uploads]
 
 
+async def read_single_upload(
+    form: FormData, settings: Settings, *, hint: str = "send it with curl -F 'file=@photo.jpg'"
+) -> ImageRef:
+    """The one image of a multipart request's ``file`` part; none or several is an InputError."""
+    files = form.getlist("file")
+    if len(files) != 1:
+        raise InputError(f"expected one image in a file part named 'file', got {len(files)}", hint=hint)
+    return await read_upload(as_upload(files[0], "file"), settings.limits.max_bytes)
+
+
 def as_upload(value: Any, field: str = "files") -> StarletteUpload:
     if not isinstance(value, StarletteUpload):
         raise InputError(

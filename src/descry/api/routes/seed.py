@@ -23,7 +23,7 @@ from descry.api.models import (
 from descry.api.openapi import either_body
 from descry.api.security import require_scope
 from descry.api.service import CaptionService
-from descry.api.uploads import as_upload, content_kind, json_body, parse_model, read_upload, read_uploads
+from descry.api.uploads import content_kind, json_body, parse_model, read_single_upload, read_upload, read_uploads
 from descry.config import Settings
 from descry.errors import InputError, NotFound
 from descry.schemas import CaptionRequest
@@ -105,13 +105,7 @@ async def caption(
         return answer
     started = time.perf_counter()
     async with request.form() as form:
-        files = form.getlist("file")
-        if len(files) != 1:
-            raise InputError(
-                f"expected one image in a file part named 'file', got {len(files)}",
-                hint="send it with curl -F 'file=@photo.jpg'",
-            )
-        ref = await read_upload(as_upload(files[0], "file"), settings.limits.max_bytes)
+        ref = await read_single_upload(form, settings)
         detailed, enhance = _flag(form.get("detailed")), _flag(form.get("use_gpt_oss"))
     caption_request = CaptionRequest(detail="detailed" if detailed else "brief", enhance=enhance)
     done = await service.caption(ref, caption_request, deliver=[])

@@ -23,17 +23,16 @@ from descry.api.models import (
 from descry.api.openapi import either_body
 from descry.api.service import CaptionService
 from descry.api.uploads import (
-    as_upload,
     content_kind,
     form_fields,
     json_body,
     parse_model,
-    read_upload,
+    read_single_upload,
     read_uploads,
 )
 from descry.config import Settings
 from descry.engine.pipeline import Engine
-from descry.errors import InputError, PayloadTooLarge
+from descry.errors import PayloadTooLarge
 from descry.schemas import CaptionRequest, ImageRef, ItemError
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -59,13 +58,9 @@ async def caption(
         ref, caption_request = source.ref(), source.to_request()
     else:
         async with request.form() as form:
-            files = form.getlist("file")
-            if len(files) != 1:
-                raise InputError(
-                    f"expected one image in a file part named 'file', got {len(files)}",
-                    hint="send it with curl -F 'file=@photo.jpg'; for several images use /v1/caption/batch",
-                )
-            ref = await read_upload(as_upload(files[0], "file"), settings.limits.max_bytes)
+            ref = await read_single_upload(
+                form, settings, hint="send it with curl -F 'file=@photo.jpg'; for several images use /v1/caption/batch"
+            )
             options = parse_model(CaptionOptions, form_fields(form, CaptionOptions, skip={"file"}))
             caption_request = options.to_request()
     done = await service.caption(ref, caption_request)

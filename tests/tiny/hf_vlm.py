@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from descry.bench.models import name_processor
+
 CORPUS = [
     "A photo of a red car parked on a quiet street.",
     "Describe this image in one sentence.",
@@ -156,19 +158,8 @@ def build_tiny_qwen2_5_vl(path: Path) -> Path:
     processor_cls = image_only_processor_class("qwen2_5_vl")
     processor = processor_cls(image_processor, tokenizer, chat_template=QWEN_TEMPLATE)
     _save(model, processor, path)
-    _name_processor(path, "Qwen2_5_VLProcessor")
+    name_processor(path, "Qwen2_5_VLProcessor")
     return path
-
-
-def _name_processor(path: Path, name: str) -> None:
-    """Record the stock processor class, as a Hub checkpoint does."""
-    for file in ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json"):
-        target = path / file
-        if target.is_file():
-            data = json.loads(target.read_text())
-            if "processor_class" in data:
-                data["processor_class"] = name
-                target.write_text(json.dumps(data, indent=2))
 
 
 # ---------------------------------------------------------------- Idefics3 / SmolVLM

@@ -427,7 +427,7 @@ def build_qwen2_5_vl(path: Path, scale: Scale, device: str, dtype: Any) -> Built
         image_processor, tokenizer, chat_template=QWEN_TEMPLATE
     )
     _save(path, model, processor)
-    _name_processor(path, "Qwen2_5_VLProcessor")
+    name_processor(path, "Qwen2_5_VLProcessor")
     return BuiltModel("qwen2.5-vl-7b", "Qwen2.5-VL-7B-Instruct", path, "hf_vlm", _count(model), max_pixels)
 
 
@@ -555,7 +555,7 @@ def _save(path: Path, model: Any, processor: Any) -> None:
     processor.save_pretrained(path)
 
 
-def _name_processor(path: Path, name: str) -> None:
+def name_processor(path: Path, name: str) -> None:
     """Record the stock processor class, as a Hub checkpoint does."""
     for file in ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json"):
         target = path / file

@@ -58,6 +58,10 @@ FUSED: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 
+def _kind(module: Any) -> tuple[str, str]:
+    return type(module).__module__, type(module).__name__
+
+
 def fuse_vision_attention(model: Any) -> int:
     """Give each vision attention block of ``model`` that has a fused forward that forward; returns how many.
 
@@ -65,8 +69,7 @@ def fuse_vision_attention(model: Any) -> int:
     """
     count = 0
     for module in model.modules():
-        kind = type(module)
-        forward = FUSED.get((kind.__module__, kind.__name__))
+        forward = FUSED.get(_kind(module))
         implementation = getattr(getattr(module, "config", None), "_attn_implementation", None) or ""
         if forward is not None and "flash" not in implementation:
             module.forward = types.MethodType(forward, module)
@@ -77,14 +80,14 @@ def fuse_vision_attention(model: Any) -> int:
 @contextmanager
 def stock_attention(model: Any) -> Iterator[int]:
     """The model as transformers ships it for the duration (for comparisons); yields how many blocks were fused."""
-    fused = [m for m in model.modules() if (type(m).__module__, type(m).__name__) in FUSED and "forward" in vars(m)]
-    for module in fused:
+    fused = [(m, vars(m)["forward"]) for m in model.modules() if _kind(m) in FUSED and "forward" in vars(m)]
+    for module, _forward in fused:
         del module.forward
     try:
         yield len(fused)
     finally:
-        for module in fused:
-            module.forward = types.MethodType(FUSED[type(module).__module__, type(module).__name__], module)
+        for module, forward in fused:
+            module.forward = forward
 
 
 def windowed_attention(query: Any, key: Any, value: Any, cu_seqlens: Any, scale: float) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from descry.backends.base import Backend, Generation, Prompted
+from descry.backends.base import Backend, Generation, ModelSpec, Prompted
 from descry.backends.registry import create_backend
 from descry.config import Settings
 from descry.engine.batcher import DynamicBatcher
@@ -24,6 +24,11 @@ from descry.sources import read_bytes
 log = logging.getLogger("descry.engine")
 
 DEFAULT_TARGET_PIXELS = 1024 * 1024
+
+
+def target_pixels_for(spec: ModelSpec) -> int:
+    """How many pixels decoding keeps for a model: what it can use, with headroom."""
+    return int(spec.options.get("max_pixels") or DEFAULT_TARGET_PIXELS)
 
 
 @dataclass
@@ -71,8 +76,8 @@ class Engine:
 
     @property
     def target_pixels(self) -> int:
-        """How many pixels decoding keeps: what the model can use, with headroom."""
-        return int(self.backend.spec.options.get("max_pixels") or DEFAULT_TARGET_PIXELS)
+        """How many pixels decoding keeps for the loaded model (``target_pixels_for``)."""
+        return target_pixels_for(self.backend.spec)
 
     async def start(self, *, on_batch: Callable[[int, float], None] | None = None) -> None:
         """Load the model on a thread and start batching; raises the load error."""

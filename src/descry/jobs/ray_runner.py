@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from descry.backends.registry import resolve_spec
 from descry.config import Settings
-from descry.engine.pipeline import DEFAULT_TARGET_PIXELS, Engine, describe_error
+from descry.engine.pipeline import Engine, describe_error, target_pixels_for
 from descry.enrich.enricher import Enricher
 from descry.errors import ConfigError, DescryError, ModelError
 from descry.imaging import DecodedImage, decode
@@ -83,8 +83,7 @@ def result_schema(pa: Any) -> Any:
 
 def target_pixels(settings: Settings) -> int:
     """How many pixels decoding keeps for the configured model (the Engine's rule, without loading it)."""
-    spec = resolve_spec(settings.model, test_mode=settings.test_mode)
-    return int(spec.options.get("max_pixels") or DEFAULT_TARGET_PIXELS)
+    return target_pixels_for(resolve_spec(settings.model, test_mode=settings.test_mode))
 
 
 def _decode_row(row: dict[str, Any], settings: Settings, pixels: int) -> dict[str, Any]:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Install descry with every test dependency, then run the whole test suite.
+# Install descry with every test dependency (pinned by constraints.txt), then run the whole suite.
+# Uses the active virtual environment, or creates and uses .venv; CI runs it in a fresh one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# torch first, pinned, so nothing pulls CUDA wheels on a CPU machine (never torchvision).
-python -m pip install -q -c constraints.txt torch==2.13.0
-python -m pip install -q -c constraints.txt -e ".[dev]"
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+
+PIP_QUIET=1 bash scripts/install.sh dev
 
 # System tools the tests use: exiftool reads XMP back as photo tools do; chromium runs the web page.
 need=()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,15 @@ def varied_images(count: int, wide: tuple[int, int] = (160, 80)) -> list[Image.I
         Image.new("RGBA", (41, 41), (10, 200, 10, 255)),
         Image.new("RGB", (300, 200), (250, 250, 250)),
     ][:count]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The per-user data directory (and so descry's default state) of every test and its subprocesses."""
+    home = tmp_path_factory.mktemp("xdg-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(home))
+        yield home
 
 
 @pytest.fixture

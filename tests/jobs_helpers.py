@@ -44,7 +44,9 @@ async def database(kind: str, tmp_path: Path) -> AsyncIterator[tuple[str, str | 
         yield f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", None
         return
     if not await _pg_reachable():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_URL} (set DESCRY_TEST_PG_URL to run these tests)")
+        # CI starts PostgreSQL (.ci/run), so there a missing server is a failure, not a skip
+        missing = pytest.fail if os.environ.get("CI") else pytest.skip
+        missing(f"PostgreSQL is not reachable at {PG_URL} (set DESCRY_TEST_PG_URL to run these tests)")
     schema = f"descry_test_{uuid.uuid4().hex[:12]}"
     try:
         yield PG_URL, schema

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -284,6 +285,11 @@ class LegacyEnvSource(PydanticBaseSettingsSource):
         return out
 
 
+def default_data_dir() -> Path:
+    """Where descry keeps its state by the platform's convention (Linux: ~/.local/share/descry)."""
+    return platformdirs.user_data_path("descry", appauthor=False)
+
+
 class Settings(BaseSettings):
     """Everything descry can be told. Pass it down; never read the environment elsewhere."""
 
@@ -306,7 +312,10 @@ class Settings(BaseSettings):
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
-    data_dir: Path = Field(Path("./data"), description="job database, outbox and uploads")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="job database, outbox and uploads; default: the per-user data directory",
+    )
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
     log_level: str = "info"
     decode_threads: int = Field(4, ge=1, le=64)

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from descry import __version__
 from descry.api.batches import BatchManager
+from descry.api.docs import install_docs
 from descry.api.errors import install_error_handlers
 from descry.api.jobs import StoreBatches
 from descry.api.logs import configure_logging
@@ -107,8 +108,8 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.server.root_path,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # /docs and /redoc: api.docs serves them without a CDN
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
     engine = engine or Engine(settings)
@@ -134,6 +135,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(jobs.router, dependencies=[Depends(require_scope("jobs"))])
     install_openapi(app)
+    if docs:
+        install_docs(app)
     install_security(app, settings.security)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.security.max_body_bytes)
     _install_web_page(app)

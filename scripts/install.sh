@@ -50,4 +50,4 @@ else
 fi
 
 "$python" -m pip install -c constraints.txt -e ".[$extras]"
-"$python" -c 'import torch; print(f"descry installed with torch {torch.__version__} ({"CUDA " + torch.version.cuda if torch.version.cuda else "CPU"} build)")'
+"$python" -c 'import torch; build = "CUDA " + torch.version.cuda if torch.version.cuda else "CPU"; print(f"descry installed with torch {torch.__version__} ({build} build)")'

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from descry.cli_console import collected_warnings, print_error, print_models
 from descry.cli_jobs import jobs_app, worker
 from descry.config import ModelSettings, Settings
 from descry.errors import ConfigError, DescryError
@@ -22,7 +25,11 @@ from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Detail, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
 from descry.sources import IMAGE_GLOBS, expand
 
-app = typer.Typer(help="descry: caption and enrich images with vision-language models.", no_args_is_help=True)
+app = typer.Typer(
+    help="descry: caption and enrich images with vision-language models.",
+    epilog="Documentation: docs/ (mkdocs serve) and README.md in the project.",
+    no_args_is_help=True,
+)
 app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
 err = Console(stderr=True)
@@ -65,7 +72,7 @@ def build_settings(**overrides: Any) -> Settings:
 
 
 def fail(exc: DescryError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
+    print_error(err, exc)
     return typer.Exit(2)
 
 
@@ -85,7 +92,9 @@ def caption(
     temperature: Annotated[float | None, typer.Option(min=0.0, max=5.0, help="0 = greedy")] = None,
     top_p: Annotated[float | None, typer.Option(min=0.01, max=1.0, help="nucleus sampling")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, max=16, help="beam search width")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(min=0.5, max=5.0)] = None,
+    repetition_penalty: Annotated[
+        float | None, typer.Option(min=0.5, max=5.0, help="above 1 discourages repeated words (1 = off)")
+    ] = None,
     batch_size: BatchSizeOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -131,14 +140,19 @@ def caption(
     run = CaptionRun(settings, request, plan, jsonl=jsonl)
     todo, skipped = run.pending(refs, skip_existing)
     if not refs:
-        err.print("[yellow]no images found[/yellow] (check the path and --glob)")
+        if err.is_terminal:
+            err.print("[yellow]no images found[/yellow] (check the path and --glob)")
+        else:
+            _report(RunSummary(), ["no images found (check the path and --glob)"])
         raise typer.Exit(1)
-    summary = _run_with_progress(run, todo, quiet=quiet, to_stdout=to_stdout and fmt == "txt")
+    # piped: stderr is the JSON summary line only; warnings logged meanwhile go into it
+    with nullcontext([]) if err.is_terminal else collected_warnings() as notes:
+        summary = _run_with_progress(run, todo, quiet=quiet, to_stdout=to_stdout and fmt == "txt")
     summary.skipped = skipped
     summary.total = len(refs)
     if jsonl:
         jsonl.close()
-    _report(summary)
+    _report(summary, notes)
     raise typer.Exit(1 if summary.failed else 0)
 
 
@@ -149,7 +163,7 @@ def _run_with_progress(run: CaptionRun, todo: list[ImageRef], *, quiet: bool, to
         if enrichment and to_stdout:
             print(enrichment.caption if len(todo) == 1 else f"{ref.name}\t{enrichment.caption}", flush=True)
         if error and interactive:
-            err.print(f"[red]failed[/red] {error.name}: {error.message}")
+            err.print(f"[red]failed[/red] {escape(error.name)}: {escape(error.message)}", highlight=False)
 
     if not interactive:
         return _run(run, todo, printer)
@@ -162,15 +176,9 @@ def _run_with_progress(run: CaptionRun, todo: list[ImageRef], *, quiet: bool, to
     )
     with Progress(*columns, console=err, transient=False) as progress:
         bar = progress.add_task("captioning", total=len(todo), rate="")
-        started: list[float] = []
 
         def hook(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
-            import time
-
-            started.append(time.perf_counter())
-            elapsed = started[-1] - started[0] if len(started) > 1 else 0.0
-            rate = f"{(len(started) - 1) / elapsed:.2f} img/s" if elapsed > 0 else ""
-            progress.update(bar, advance=1, rate=rate)
+            progress.update(bar, advance=1, rate=progress_rate(run.summary))
             printer(ref, enrichment, error)
 
         return _run(run, todo, hook)
@@ -183,7 +191,18 @@ def _run(run: CaptionRun, todo: list[ImageRef], hook: Any) -> RunSummary:
         raise fail(exc) from exc
 
 
-def _report(summary: RunSummary) -> None:
+def progress_rate(summary: RunSummary | None, now: float | None = None) -> str:
+    """The progress bar's rate: the summary's images/s, on the summary's clock, for the run so far."""
+    if summary is None or not summary.ok:
+        return ""
+    return format_rate(summary.rate_so_far(now))
+
+
+def format_rate(rate: float) -> str:
+    return f"{rate:.2f} img/s"
+
+
+def _report(summary: RunSummary, notes: list[str] | None = None) -> None:
     if not err.is_terminal:
         data = {
             "total": summary.total,
@@ -193,16 +212,19 @@ def _report(summary: RunSummary) -> None:
             "seconds": round(summary.seconds, 3),
             "failures": [f.model_dump() for f in summary.failures],
         }
+        if notes:
+            data["warnings"] = notes
         err.file.write(json.dumps(data) + "\n")
+        err.file.flush()
         return
     err.print(
         f"{summary.ok} captioned, {summary.failed} failed, {summary.skipped} skipped "
-        f"in {summary.seconds:.1f}s ({summary.images_per_second:.2f} img/s)"
+        f"in {summary.seconds:.1f}s ({format_rate(summary.images_per_second)})"
     )
     if summary.failures:
         table = Table("image", "error", "message", title="failures")
         for failure in summary.failures:
-            table.add_row(failure.name, failure.code, failure.message)
+            table.add_row(escape(failure.name), escape(failure.code), escape(failure.message))
         err.print(table)
 
 
@@ -225,11 +247,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("preset", "model id", "backend", "notes")
-    for row in rows:
-        name = f"{row['name']}{' (default)' if row['default'] else ''}"
-        table.add_row(name, str(row["model_id"]), str(row["backend"]), str(row["notes"]))
-    Console().print(table)
+    print_models(Console(), rows)
 
 
 @app.command()
@@ -303,7 +321,7 @@ def bench(
     if results_md is not None:
         update_results(results_md, result)
     if "written_to" in result:
-        err.print(f"results written to {result['written_to']}")
+        err.print(f"results written to {escape(str(result['written_to']))}")
 
 
 @app.command()
@@ -377,7 +395,7 @@ def batch(
     result.summary.failures.extend(result.delivery_failures)
     _report(result.summary)
     if err.is_terminal:
-        err.print(f"results in {output}")
+        err.print(f"results in {escape(str(output))}")
     raise typer.Exit(0 if result.ok else 1)
 
 

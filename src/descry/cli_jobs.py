@@ -10,14 +10,17 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from descry.cli_console import print_error
 from descry.config import Settings
 from descry.errors import DescryError
 
 jobs_app = typer.Typer(help="Inspect and cancel durable jobs.", no_args_is_help=True)
 err = Console(stderr=True)
 T = TypeVar("T")
+JobIdArg = Annotated[str, typer.Argument(help="the job's id (from `descry jobs list` or the API)")]
 
 
 def _with_service(fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -35,15 +38,15 @@ def _with_service(fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except DescryError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(err, exc)
         raise typer.Exit(2) from exc
 
 
 @jobs_app.command("list")
 def list_jobs(
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many jobs, newest first")] = 20,
     state: Annotated[str | None, typer.Option(help="queued, running, completed, ...")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """The newest jobs with their progress."""
     from descry.schemas import JobState
@@ -55,19 +58,19 @@ def list_jobs(
         return
     table = Table("id", "state", "done", "failed", "total")
     for job in jobs:
-        table.add_row(job.id, job.state.value, str(job.done), str(job.failed), str(job.total))
+        table.add_row(escape(job.id), job.state.value, str(job.done), str(job.failed), str(job.total))
     Console().print(table)
 
 
 @jobs_app.command("show")
-def show(job_id: str) -> None:
+def show(job_id: JobIdArg) -> None:
     """One job's state and progress, as JSON."""
     job = _with_service(lambda s: s.store.get_job(job_id))
     print(job.model_dump_json(indent=2))
 
 
 @jobs_app.command("cancel")
-def cancel(job_id: str) -> None:
+def cancel(job_id: JobIdArg) -> None:
     """Cancel a job: queued images are not started, running ones stop."""
     job = _with_service(lambda s: s.store.cancel(job_id))
     print(job.model_dump_json(indent=2))
@@ -75,9 +78,9 @@ def cancel(job_id: str) -> None:
 
 @jobs_app.command("results")
 def results(
-    job_id: str,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    job_id: JobIdArg,
+    offset: Annotated[int, typer.Option(min=0, help="results to skip (in submission order)")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="results in this page")] = 100,
 ) -> None:
     """A page of a job's results, one JSON line per image, in submission order."""
     rows = _with_service(lambda s: s.store.results(job_id, offset=offset, limit=limit))
@@ -110,5 +113,5 @@ def worker(
     try:
         asyncio.run(go())
     except DescryError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(err, exc)
         raise typer.Exit(2) from exc

@@ -14,6 +14,12 @@ from descry.outputs import JsonlWriter, OutputPlan, atomic_write_text, render
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 
 
+def images_per_second(ok: int, seconds: float) -> float:
+    """descry's one rate, for the progress bar and the summary alike: images captioned per second of
+    wall-clock time since captioning started (the model load included, as in the summary's ``seconds``)."""
+    return ok / seconds if seconds > 0 else 0.0
+
+
 @dataclass
 class RunSummary:
     total: int = 0
@@ -22,10 +28,15 @@ class RunSummary:
     skipped: int = 0
     seconds: float = 0.0
     failures: list[ItemError] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter, repr=False)  # perf_counter() when captioning began
 
     @property
     def images_per_second(self) -> float:
-        return self.ok / self.seconds if self.seconds > 0 else 0.0
+        return images_per_second(self.ok, self.seconds)
+
+    def rate_so_far(self, now: float | None = None) -> float:
+        """The same rate while the run goes: images done so far over the time since ``started``."""
+        return images_per_second(self.ok, (time.perf_counter() if now is None else now) - self.started)
 
 
 ResultHook = Callable[[ImageRef, Enrichment | None, ItemError | None], None]
@@ -48,6 +59,7 @@ class CaptionRun:
         self.plan = plan
         self.jsonl = jsonl
         self.engine = engine
+        self.summary: RunSummary | None = None  # the run in progress, for progress displays
 
     def pending(self, refs: Iterable[ImageRef], skip_existing: bool) -> tuple[list[ImageRef], int]:
         """The images still to do, and how many were skipped as already done."""
@@ -57,13 +69,13 @@ class CaptionRun:
 
     async def run(self, refs: list[ImageRef], on_result: ResultHook | None = None) -> RunSummary:
         """Caption every ref; the model loads only once the first image has decoded."""
-        summary = RunSummary(total=len(refs))
+        summary = self.summary = RunSummary(total=len(refs))
         if not refs:
             return summary
         engine = self.engine or Engine(self.settings)
         self._start_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
-        t0 = time.perf_counter()
+        summary.started = time.perf_counter()
         try:
             enricher = Enricher(engine, self.settings)
             running: set[asyncio.Task[None]] = set()
@@ -91,7 +103,7 @@ class CaptionRun:
                 if isinstance(result, BaseException):
                     raise result
         finally:
-            summary.seconds = time.perf_counter() - t0
+            summary.seconds = time.perf_counter() - summary.started
             if self.engine is None and engine.state.status != "stopped":
                 await engine.stop()
         return summary

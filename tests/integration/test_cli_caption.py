@@ -153,3 +153,61 @@ def test_invalid_flags_and_settings_are_one_clear_error(tmp_path: Path) -> None:
     bad_env = run_cli("caption", str(photo), cwd=tmp_path)
     assert bad_env.returncode == 2 and "Traceback" not in bad_env.stderr
     assert "batch_size" in bad_env.stderr
+
+
+def test_piped_stderr_is_only_the_json_summary(tiny_blip: Path, tmp_path: Path) -> None:
+    mixed_folder(tmp_path / "photos", count=4)
+    result = run_cli("caption", str(tmp_path / "photos"), "--model", str(tiny_blip), "--max-tokens", "4", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    data = json.loads(lines[0])
+    assert {"total", "ok", "failed", "skipped", "seconds", "failures"} <= set(data)
+    assert (data["total"], data["ok"], data["failed"]) == (4, 2, 2)
+    assert all(isinstance(note, str) for note in data.get("warnings", []))
+
+    (tmp_path / "empty").mkdir()
+    empty = run_cli("caption", str(tmp_path / "empty"), cwd=tmp_path)
+    assert empty.returncode == 1
+    lines = [line for line in empty.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and json.loads(lines[0])["total"] == 0
+
+
+NOISY_RUN = """
+import logging, sys, warnings
+import descry.runner
+from descry.cli import main
+
+write = descry.runner.CaptionRun._write
+
+def noisy_write(self, ref, enrichment):  # what descry's own warnings and a chatty library do mid-run
+    logging.getLogger("descry.enrich.tags").warning("tagging failed, returning no tags: %s", "test")
+    warnings.warn("a library deprecation", UserWarning, stacklevel=1)
+    sys.stderr.write("\\rDownloading: 0%|   |\\rDownloading: 100%|###|\\n")
+    return write(self, ref, enrichment)
+
+descry.runner.CaptionRun._write = noisy_write
+sys.argv[0] = "descry"
+main()
+"""
+
+
+def test_piped_stderr_stays_one_json_line_when_the_run_logs_and_warns(tiny_blip: Path, tmp_path: Path) -> None:
+    mixed_folder(tmp_path / "photos", count=3)
+    script = tmp_path / "noisy.py"
+    script.write_text(NOISY_RUN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCRY_")}
+    env.update(HF_HUB_OFFLINE="1", DESCRY_DECODE_THREADS="2")
+    args = [str(tmp_path / "photos"), "--model", str(tiny_blip), "--max-tokens", "4"]
+    result = subprocess.run(
+        [sys.executable, str(script), "caption", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=240,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    data = json.loads(lines[0])
+    assert (data["total"], data["ok"], data["failed"]) == (3, 1, 2)
+    notes = " ".join(data["warnings"])
+    assert "tagging failed" in notes and "a library deprecation" in notes
+    assert "Downloading" not in notes

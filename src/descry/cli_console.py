@@ -1,0 +1,120 @@
+"""What the CLI writes on the terminal: errors printed verbatim, a quiet stderr when piped, the models list."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from descry.errors import DescryError
+
+MAX_NOTES = 50
+
+
+def print_error(console: Console, exc: DescryError) -> None:
+    """``error: <message>``, escaped: hints like ``pip install 'descry[xmp]'`` must survive Rich markup."""
+    console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, even piped
+
+
+class _Collect(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.notes.append(f"{record.name}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - a badly formatted record must not break the run
+            self.handleError(record)
+
+
+class _HeldStderr(io.TextIOBase):
+    """Stands in for sys.stderr during a piped run: keeps what is written, for the summary."""
+
+    def __init__(self, real: TextIO) -> None:
+        self.real = real
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.real, "encoding", None) or "utf-8"
+
+    def lines(self) -> list[str]:
+        """What was written, one entry a line; progress bars (redrawn with carriage returns) are left out."""
+        lines = "".join(self.parts).split("\n")
+        return [line.strip() for line in lines if line.strip() and "\r" not in line]
+
+
+@contextmanager
+def collected_warnings() -> Iterator[list[str]]:
+    """Keeps a piped run's stderr to the one JSON summary line.
+
+    While the run goes, Python warnings, WARNING+ log records that reach the root logger, and text written to
+    sys.stderr (libraries' progress bars are dropped) are collected for the summary's ``warnings`` instead.
+    If the run stops with an error, all of it is written to stderr after all."""
+    notes: list[str] = []
+    handler = _Collect(notes)
+    root = logging.getLogger()
+    held = _HeldStderr(sys.stderr)
+    root.addHandler(handler)
+    sys.stderr = held
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield notes
+            finally:
+                notes.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    except BaseException:
+        sys.stderr = held.real
+        held.real.write("".join(held.parts))
+        for note in dict.fromkeys(notes):
+            held.real.write(f"warning: {note}\n")
+        raise
+    finally:
+        sys.stderr = held.real
+        root.removeHandler(handler)
+        notes.extend(held.lines())
+        unique = list(dict.fromkeys(notes))
+        notes[:] = unique[:MAX_NOTES] + ([f"... and {len(unique) - MAX_NOTES} more"] if len(unique) > MAX_NOTES else [])
+
+
+def print_models(console: Console, rows: Sequence[dict[str, object]]) -> None:
+    """The presets: a table on a terminal wide enough for every model id, otherwise one plain line each.
+
+    Model ids are never cut or wrapped: they are what ``--model`` takes."""
+    header = ("preset", "model id", "backend", "notes")
+    lines = [
+        (f"{row['name']}{' (default)' if row['default'] else ''}", str(row["model_id"]), str(row["backend"]),
+         str(row["notes"]))
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(3)]
+    # the table needs the first three columns whole plus some room for notes (borders: 3 per column + 1)
+    if console.is_terminal and console.width >= sum(widths) + 13 + 20:
+        table = Table(*header[:1])
+        table.columns[0].no_wrap = True
+        table.add_column(header[1], no_wrap=True, min_width=widths[1])
+        table.add_column(header[2], no_wrap=True)
+        table.add_column(header[3])
+        for line in lines:
+            table.add_row(*(escape(cell) for cell in line))
+        console.print(table)
+        return
+    for line in [header, *lines]:
+        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[3]
+        console.print(text.rstrip(), markup=False, highlight=False, soft_wrap=True)

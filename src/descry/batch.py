@@ -22,6 +22,7 @@ from typing import Any, Literal
 from descry.config import Settings
 from descry.errors import InputError
 from descry.fileio import replacing
+from descry.jobs.ray_runner import RayOptions, enrich_with_ray, ray_session
 from descry.outputs import JsonlWriter, OutputPlan, jsonl_lines, jsonl_names
 from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
@@ -163,16 +164,6 @@ class BatchOutput:
 
 
 @dataclass
-class RayOptions:
-    """Where and how wide the Ray pipeline runs; None means work it out from the cluster."""
-
-    address: str | None = None
-    replicas: int | None = None
-    gpus_per_replica: float | None = None
-    num_cpus: int | None = None
-
-
-@dataclass
 class BatchResult:
     summary: RunSummary
     delivery_failures: list[ItemError] = field(default_factory=list)
@@ -246,8 +237,6 @@ async def run_batch(
     await start_sinks(sinks)
     try:
         if engine == "ray" and todo:
-            from descry.jobs.ray_runner import ray_session
-
             options = ray or RayOptions()
             with ray_session(options):
                 summary = await asyncio.to_thread(_run_ray, settings, request, todo, writer, options, hook)
@@ -272,8 +261,6 @@ def _run_ray(
     hook: ResultHook,
 ) -> RunSummary:
     """The Ray pipeline, with each result written by this (the driver's) thread."""
-    from descry.jobs.ray_runner import enrich_with_ray
-
     summary = RunSummary(total=len(refs))
     t0 = time.perf_counter()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -90,6 +90,14 @@ class BatchSources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[CaptionSource] = Field(..., min_length=1)
+
+
+class JobSources(CaptionOptions):
+    """A job of images the server reads: http(s) URLs, s3:// objects or prefixes, paths under allowed roots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[Annotated[str, Field(max_length=8192)]] = Field(..., min_length=1)
 
 
 class ErrorDetail(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from descry.api.models import BatchSources, CaptionOptions, CaptionSource, SeedCaptionJSON
+from descry.api.models import BatchSources, CaptionOptions, CaptionSource, JobSources, SeedCaptionJSON
 
 REF = "#/components/schemas/{model}"
 BINARY = {"type": "string", "format": "binary"}
@@ -31,8 +31,6 @@ def _form_fields() -> dict[str, Any]:
 
 
 def component_schemas() -> dict[str, Any]:
-    from descry.api.routes.jobs import JobSources
-
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (CaptionSource, "validation"),
         (BatchSources, "validation"),

@@ -1,23 +1,26 @@
 """What a job item is: a serialisable pointer to one image, plus saving API uploads to disk.
 
 Uploads are written under ``<data_dir>/uploads/<job_id>/`` before the job is created, so a
-worker on the same host (or sharing the volume) can read them after a restart.
+worker on the same host (or sharing the volume) can read them after a restart;
+``submit_uploads`` saves them and creates their job in a store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from descry.errors import InputError, OutputError
-from descry.schemas import ImageRef, SourceKind
+from descry.schemas import ImageRef, JobSpec, SourceKind
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -134,3 +137,45 @@ def remove_uploads(data_dir: Path, job_id: str) -> bool:
         return False
     shutil.rmtree(folder, ignore_errors=True)
     return True
+
+
+class JobCreator(Protocol):
+    """The part of a job store that ``submit_uploads`` needs (every ``JobStore`` is one)."""
+
+    async def create_job(
+        self,
+        spec: JobSpec,
+        inputs: Sequence[ItemInput | ImageRef],
+        *,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+    ) -> str: ...
+    async def find_job(self, idempotency_key: str) -> str | None: ...
+
+
+async def submit_uploads(
+    store: JobCreator,
+    data_dir: Path,
+    spec: JobSpec,
+    files: Sequence[ImageRef | tuple[str, bytes]],
+    *,
+    others: Sequence[ItemInput | ImageRef] = (),
+    idempotency_key: str | None = None,
+) -> str:
+    """Save uploaded files under ``data_dir/uploads/<job_id>/`` and create their job.
+
+    ``others`` (paths, URLs, s3 URIs) join the same job after the uploads. A known idempotency
+    key returns the existing job without saving anything; a failed create removes the files.
+    """
+    if idempotency_key and (existing := await store.find_job(idempotency_key)):
+        return existing
+    job_id = new_job_id()
+    inputs = await asyncio.to_thread(save_uploads, data_dir, job_id, files)
+    try:
+        created = await store.create_job(spec, [*inputs, *others], idempotency_key=idempotency_key, job_id=job_id)
+    except BaseException:
+        await asyncio.to_thread(remove_uploads, data_dir, job_id)
+        raise
+    if created != job_id:
+        await asyncio.to_thread(remove_uploads, data_dir, job_id)
+    return created

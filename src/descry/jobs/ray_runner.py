@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from descry.backends.registry import resolve_spec
 from descry.config import Settings
@@ -25,9 +26,6 @@ from descry.imaging import DecodedImage, decode
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, SourceKind
 from descry.sources import read_bytes
 
-if TYPE_CHECKING:
-    from descry.batch import RayOptions
-
 ResultHook = Callable[[ImageRef, Enrichment | None, ItemError | None], None]
 DECODE_BATCH = 16
 # a fraction of a CPU per decode task: Ray fuses stages with equal resources, and decoding must stay a
@@ -36,6 +34,16 @@ DECODE_CPUS = 0.5
 
 _REF_FIELDS = ("kind", "name", "uri")
 _ERROR_FIELDS = ("error_code", "error_message")
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide the Ray pipeline runs; None means work it out from the cluster."""
+
+    address: str | None = None
+    replicas: int | None = None
+    gpus_per_replica: float | None = None
+    num_cpus: int | None = None
 
 
 def _require_ray() -> Any:

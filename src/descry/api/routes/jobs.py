@@ -6,10 +6,10 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from descry.api.deps import get_jobs, get_settings
-from descry.api.models import CaptionOptions
+from descry.api.models import CaptionOptions, JobSources
 from descry.api.openapi import either_body
 from descry.api.uploads import content_kind, form_fields, json_body, parse_model, read_uploads
 from descry.config import Settings
@@ -25,14 +25,6 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 
 
 Jobs = Annotated[JobService, Depends(get_jobs)]
-
-
-class JobSources(CaptionOptions):
-    """A job of images the server reads: http(s) URLs, s3:// objects or prefixes, paths under allowed roots."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sources: list[Annotated[str, Field(max_length=8192)]] = Field(..., min_length=1)
 
 
 class JobResults(BaseModel):

@@ -35,7 +35,8 @@ def test_ray_engine_writes_what_the_local_engine_writes(tiny_blip: Path, tmp_pat
     common = ("photos", "-m", str(tiny_blip), "--max-tokens", "4", "--batch-size", "4")
     local = run_batch_cli(*common, "-o", "local.jsonl", cwd=tmp_path)
     on_ray = run_batch_cli(
-        *common, *ON_RAY, "-o", "ray.parquet", "--sink", "jsonl", cwd=tmp_path, env=RAY_ENV
+        *common, *ON_RAY, "-o", "ray.parquet", "--sink", "jsonl", cwd=tmp_path,
+        env={**RAY_ENV, "DESCRY_DATA_DIR": str(tmp_path / "data")},
     )
     assert on_ray.returncode == local.returncode == 1, on_ray.stderr[-3000:]
 

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from descry.backends.hub import quiet_output
 from descry.cli_console import collected_warnings, print_error, print_models
 from descry.cli_jobs import jobs_app, worker
 from descry.config import ModelSettings, Settings
@@ -107,6 +108,7 @@ def caption(
     quiet: QuietOpt = False,
 ) -> None:
     """Caption images. A folder gets NAME.txt beside each image; a URL's caption is printed."""
+    quiet_output(terminal=err.is_terminal)
     try:
         settings = build_settings(
             name=model,
@@ -257,6 +259,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="processes (one model each)")] = None,
     reload: Annotated[bool, typer.Option("--reload", help="restart on code changes (development)")] = False,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
+    model: ModelOpt = None,
 ) -> None:
     """Run the HTTP API (docs at /docs); the model loads in the background, /ready says when it is up."""
     import os
@@ -271,6 +274,8 @@ def serve(
     server = settings.server
     if log_level:
         os.environ["DESCRY_LOG_LEVEL"] = log_level  # the worker processes build their Settings from the env
+    if model:
+        os.environ["DESCRY_MODEL__NAME"] = model
     level = (log_level or settings.log_level).lower()
     uvicorn.run(
         "descry.api.app:app_from_env",
@@ -355,6 +360,7 @@ def batch(
     from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
     from descry.sinks import build_sinks
 
+    quiet_output(terminal=err.is_terminal)
     if engine not in ("local", "ray"):
         raise typer.BadParameter("use local or ray", param_hint="--engine")
     ray_only = {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica}

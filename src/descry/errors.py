@@ -15,6 +15,7 @@
     ├── ModelError                   model_error           500
     │   ├── ModelNotFound            model_not_found       500
     │   ├── ModelNotReady            model_not_ready       503
+    │   │   └── ModelLoadFailed      model_load_failed     503
     │   ├── OutOfMemory              out_of_memory         503
     │   └── RemoteModelError         remote_model_error    502
     ├── Overloaded                   overloaded            429
@@ -60,12 +61,22 @@ class ConfigError(DescryError):
 
 
 class MissingDependency(ConfigError):
+    """A Python package is not installed: names it and the pip command that adds it.
+
+    ``extra`` is the descry extra that brings the package (``hf``, ``server``, ...); without one the
+    package itself is installed (a package a model's own code needs, e.g. ``num2words``).
+    """
+
     code = "missing_dependency"
 
-    def __init__(self, package: str, extra: str) -> None:
+    def __init__(self, package: str, extra: str | None = None, *, needed_by: str = "this feature") -> None:
+        self.package = package
+        self.extra = extra
+        target = f'-e ".[{extra}]"' if extra else package
+        install = f"pip install -c constraints.txt {target}"
         super().__init__(
-            f"this feature needs the Python package '{package}'",
-            hint=f"install it with: pip install -c constraints.txt 'descry[{extra}]'",
+            f"{needed_by} needs the Python package '{package}', which is not installed",
+            hint=f"install it with: {install}",
         )
 
 
@@ -117,6 +128,13 @@ class ModelNotFound(ModelError):
 class ModelNotReady(ModelError):
     code = "model_not_ready"
     retryable = True
+
+
+class ModelLoadFailed(ModelNotReady):
+    """The model could not load, so nothing will be served until the cause is fixed and the server restarts."""
+
+    code = "model_load_failed"
+    retryable = False
 
 
 class OutOfMemory(ModelError):

@@ -129,9 +129,9 @@ async def test_load_failure_is_reported_not_raised(settings: Settings) -> None:
         ready = await client.get("/ready")
         caption = await client.post("/infer", files={"file": ("a.jpg", jpeg(), "image/jpeg")})
     assert health["status"] == "failed" and health["ok"] is False
-    assert "weights are missing" in health["error"]
-    assert "weights are missing" in assert_error(ready, 503, "model_not_ready")["error"]["message"]
-    assert_error(caption, 503, "model_not_ready")
+    assert "weights are missing" in health["error"] and health["error_code"] == "internal_error"
+    assert "weights are missing" in assert_error(ready, 503, "model_load_failed")["error"]["message"]
+    assert_error(caption, 503, "model_load_failed")
 
 
 async def test_unexpected_errors_are_500_without_a_stack_trace(

@@ -187,7 +187,7 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path: Path, monkeypatch: py
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(MissingDependency) as info:
         BatchOutput(tmp_path / "out.parquet")
-    assert "descry[ray]" in str(info.value)
+    assert '-e ".[ray]"' in str(info.value)
     with pytest.raises(InputError):
         BatchOutput(tmp_path / "out.txt")
     assert BatchOutput(tmp_path / "out.jsonl").journal == tmp_path / "out.jsonl"

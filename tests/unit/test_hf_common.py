@@ -126,6 +126,11 @@ class TestBatchParams:
 
 
 class TestLoading:
+    @pytest.fixture(autouse=True)
+    def model_is_there(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """These tests are about the loader's errors: the model itself is taken as found (see TestModelSource)."""
+        monkeypatch.setattr(hf_common, "model_source", lambda spec: {})
+
     def test_missing_hub_model_says_how_to_get_it(self) -> None:
         def loader(*_: Any, **__: Any) -> None:
             raise OSError("org/model is not a local folder and is not a valid model identifier")
@@ -169,7 +174,124 @@ class TestLoading:
     def test_missing_package_names_the_extra(self) -> None:
         with pytest.raises(MissingDependency) as info:
             hf_common.require("descry_no_such_module_xyz", "hf")
-        assert "descry[hf]" in (info.value.hint or "")
+        assert '-e ".[hf]"' in (info.value.hint or "")
+
+
+class TestMissingPackage:
+    """A checkpoint whose code needs a package that is not installed: one message naming it, no traceback."""
+
+    @pytest.mark.parametrize(
+        ("error", "package"),
+        [
+            (ModuleNotFoundError("No module named 'num2words'", name="num2words"), "num2words"),
+            (ImportError("Package `num2words` is required to run SmolVLM processor. Install it."), "num2words"),
+            (ImportError("\nVideoProcessor requires the Torchvision library but it was not found"), "torchvision"),
+        ],
+    )
+    def test_the_package_is_named_with_its_install_command(
+        self, error: ImportError, package: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def loader(*_: Any, **__: Any) -> None:
+            raise error
+
+        monkeypatch.setattr(hf_common, "model_source", lambda spec: {})
+        with pytest.raises(MissingDependency) as info:
+            hf_common.load_pretrained(loader, spec(model_id="/models/smol"))
+        assert info.value.package == package
+        assert "/models/smol" in str(info.value) and f"pip install -c constraints.txt {package}" in str(info.value)
+
+    def test_transformers_itself_is_the_hf_extra(self) -> None:
+        error = ModuleNotFoundError("No module named 'transformers'", name="transformers")
+        found = hf_common.missing_package(spec(), error)
+        assert isinstance(found, MissingDependency) and '".[hf]"' in (found.hint or "")
+
+    def test_an_unparsed_import_error_is_still_a_config_error(self) -> None:
+        found = hf_common.missing_package(spec(), ImportError("cannot import name 'Foo' from 'bar'\nmore"))
+        assert isinstance(found, ConfigError) and "cannot import name" in str(found) and "\n" not in str(found)
+
+
+class TestModelSource:
+    """Before transformers looks for a model: a directory must be a saved model, a path must exist, and a
+    model id that is not cached fails at once when the hub cannot be reached."""
+
+    @pytest.fixture
+    def hub_state(self, monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+        from descry.backends import hub
+
+        state = {"cached": False, "reachable": False, "offline": False}
+        monkeypatch.setattr(hub, "cached", lambda model_id, revision=None: state["cached"])
+        monkeypatch.setattr(hub, "reachable", lambda: state["reachable"])
+        monkeypatch.setattr(hub, "offline", lambda: state["offline"])
+        return state
+
+    def test_a_saved_model_directory_is_used_as_it_is(self, tmp_path: Path, hub_state: dict[str, bool]) -> None:
+        (tmp_path / "config.json").write_text("{}")
+        assert hf_common.model_source(spec(model_id=str(tmp_path))) == {}
+
+    def test_a_directory_without_config_json_is_not_a_model(self, tmp_path: Path, hub_state: dict[str, bool]) -> None:
+        with pytest.raises(ModelNotFound) as info:
+            hf_common.model_source(spec(model_id=str(tmp_path)))
+        assert "config.json" in str(info.value) and str(tmp_path) in str(info.value)
+
+    @pytest.mark.parametrize("name", ["/no/such/model", "./florence2-base", "~/models/x", "a/b/c"])
+    def test_a_path_that_does_not_exist_never_reaches_the_hub(self, name: str, hub_state: dict[str, bool]) -> None:
+        hub_state["reachable"] = True
+        with pytest.raises(ModelNotFound) as info:
+            hf_common.model_source(spec(model_id=name))
+        assert name in str(info.value) and "descry models" in (info.value.hint or "")
+
+    def test_a_typo_suggests_the_closest_preset_when_the_hub_is_unreachable(self, hub_state: dict[str, bool]) -> None:
+        with pytest.raises(ModelNotFound) as info:
+            hf_common.model_source(spec(model_id="florence2-base"))
+        assert "florence-2-base" in (info.value.hint or "") and "descry models" in (info.value.hint or "")
+
+    def test_offline_mode_fails_without_asking_the_hub(
+        self, hub_state: dict[str, bool], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from descry.backends import hub
+
+        hub_state["offline"] = True
+        monkeypatch.setattr(hub, "reachable", lambda: pytest.fail("the hub must not be asked offline"))
+        with pytest.raises(ModelNotFound) as info:
+            hf_common.model_source(spec(model_id="florence-community/Florence-2-base"))
+        assert "HF_HUB_OFFLINE" in str(info.value) and "florence-2-base" in str(info.value)
+
+    def test_a_reachable_hub_downloads(self, hub_state: dict[str, bool]) -> None:
+        hub_state["reachable"] = True
+        assert hf_common.model_source(spec(model_id="org/model")) == {}
+
+    @pytest.mark.parametrize(("reachable", "offline"), [(False, False), (True, True)])
+    def test_a_cached_model_without_a_hub_loads_from_the_cache_only(
+        self, hub_state: dict[str, bool], reachable: bool, offline: bool
+    ) -> None:
+        hub_state.update(cached=True, reachable=reachable, offline=offline)
+        assert hf_common.model_source(spec(model_id="org/model")) == {"local_files_only": True}
+
+    def test_a_cached_model_with_a_hub_loads_as_usual(self, hub_state: dict[str, bool]) -> None:
+        hub_state.update(cached=True, reachable=True)
+        assert hf_common.model_source(spec(model_id="org/model")) == {}
+
+    def test_load_pretrained_passes_local_files_only(self, hub_state: dict[str, bool]) -> None:
+        hub_state["cached"] = True
+        seen: dict[str, Any] = {}
+        hf_common.load_pretrained(lambda source, **kw: seen.update(kw), spec(model_id="org/model"))
+        assert seen["local_files_only"] is True
+
+
+def test_the_hub_probe_is_quick_and_needs_no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from descry.backends import hub
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setattr(hub, "endpoint", lambda: closed)
+    monkeypatch.setattr(hub, "_probes", {})
+    t0 = time.perf_counter()
+    assert hub.reachable() is False
+    assert time.perf_counter() - t0 < hub.PROBE_TIMEOUT_S + 1
 
 
 class TestRunGuarded:

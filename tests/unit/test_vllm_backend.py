@@ -78,4 +78,4 @@ def test_without_vllm_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     backend = VLLMBackend(ModelSpec(model_id="m", backend="vllm"))
     with pytest.raises(MissingDependency) as info:
         backend.load()
-    assert "descry[vllm]" in str(info.value)
+    assert '-e ".[vllm]"' in str(info.value)

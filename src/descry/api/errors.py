@@ -69,7 +69,7 @@ def retry_after(exc: errors.DescryError) -> int | None:
     """Seconds a client should wait before retrying, for errors where waiting helps."""
     if isinstance(exc, errors.Overloaded):
         return max(1, round(exc.retry_after))
-    if isinstance(exc, errors.ModelNotReady):
+    if isinstance(exc, errors.ModelNotReady) and exc.retryable:
         return NOT_READY_RETRY_AFTER
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import time
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("descry_request_id", default=None)
@@ -57,3 +58,7 @@ def configure_logging(level: str = "info") -> None:
     uvicorn_access = logging.getLogger("uvicorn.access")  # descry.api.access logs every request instead
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
+    # huggingface_hub and transformers log through this handler only (once), and off a terminal only errors
+    from descry.backends.hub import quiet_output
+
+    quiet_output(terminal=sys.stderr.isatty(), propagate=True)

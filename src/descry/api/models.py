@@ -211,6 +211,7 @@ class HealthResponse(BaseModel):
     model_status: str
     load_seconds: float | None = None
     error: str | None = None
+    error_code: str | None = None
     gpt_oss_enabled: bool
     gpt_oss_model: str
     gpt_oss_reasoning_level: str

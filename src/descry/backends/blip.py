@@ -47,6 +47,7 @@ class BlipBackend(hf_common.TransformersBackend):
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
+        hf_common.model_source(self.spec)  # before torch loads: a model that cannot be had fails at once
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype
         self.processor = hf_common.load_processor(self.spec)

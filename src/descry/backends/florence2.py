@@ -53,6 +53,7 @@ class Florence2Backend(hf_common.TransformersBackend):
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
+        hf_common.model_source(self.spec)  # before torch loads: a model that cannot be had fails at once
         self._check_native(transformers)
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype

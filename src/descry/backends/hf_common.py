@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ def require(module: str, extra: str = "hf") -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(module.split(".")[0], extra) from exc
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else module
+        raise MissingDependency(missing.split(".")[0], extra) from exc
 
 
 def resolve_device(requested: str) -> str:
@@ -145,8 +147,9 @@ def release(device: str) -> None:
 
 
 def load_pretrained(loader: Callable[..., T], spec: ModelSpec, **kwargs: Any) -> T:
-    """Call ``loader.from_pretrained`` for the spec's model, turning 'not found' into a fix."""
+    """Call ``loader.from_pretrained`` for the spec's model, turning 'not found' and 'not installed' into a fix."""
     source = spec.model_id
+    kwargs = {**model_source(spec), **kwargs}
     try:
         return loader(  # type: ignore[call-arg]
             source,
@@ -154,12 +157,76 @@ def load_pretrained(loader: Callable[..., T], spec: ModelSpec, **kwargs: Any) ->
             trust_remote_code=spec.trust_remote_code,
             **kwargs,
         )
+    except ImportError as exc:
+        raise missing_package(spec, exc) from exc
     except OSError as exc:
         raise model_not_found(spec, exc) from exc
     except ValueError as exc:
         if "connect" in str(exc).lower() or "offline" in str(exc).lower():
             raise model_not_found(spec, exc) from exc
         raise
+
+
+# a Hugging Face model id: NAME or OWNER/NAME; anything else given to --model is meant as a path
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def presets_hint(name: str) -> str:
+    """'did you mean <closest preset>?' when one is close, and where the presets are listed."""
+    from descry.backends.registry import closest_preset
+
+    close = closest_preset(name)
+    return f"{f'did you mean --model {close}? ' if close else ''}`descry models` lists the presets"
+
+
+def model_source(spec: ModelSpec) -> dict[str, Any]:
+    """Check that the spec's model can be had before transformers looks for it; extra from_pretrained kwargs.
+
+    A directory must hold config.json; a path that does not exist is never sent to the hub; a model id
+    that is not in the local cache fails at once when downloads are off (HF_HUB_OFFLINE=1) or the hub
+    cannot be reached, instead of after transformers' retries. A cached id with no hub loads from the cache.
+    """
+    from descry.backends import hub
+    from descry.backends.registry import preset_of
+
+    name = spec.model_id
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"directory {name} has no config.json, so it is not a saved model",
+                hint=f"point --model at a folder written by save_pretrained (config.json, weights, processor "
+                f"files), or use a preset: {presets_hint(name)}",
+            )
+        return {}
+    if path.exists():
+        raise ModelNotFound(f"{name} is a file, not a model directory", hint=presets_hint(name))
+    if not HUB_ID.fullmatch(name):
+        raise ModelNotFound(
+            f"there is no directory {name} (and it is not a preset or a Hugging Face model id)",
+            hint=presets_hint(name),
+        )
+    downloads_off = hub.offline()
+    if hub.cached(name, spec.revision):
+        return {"local_files_only": True} if downloads_off or not hub.reachable() else {}
+    if downloads_off:
+        why = "HF_HUB_OFFLINE=1 forbids downloading it"
+    elif not hub.reachable():
+        why = f"the hub ({hub.endpoint()}) cannot be reached"
+    else:
+        return {}
+    preset = preset_of(name)
+    if preset is not None:
+        raise ModelNotFound(
+            f"preset {preset} ({name}) is not in the local Hugging Face cache, and {why}",
+            hint="connect once to download it, point HF_HOME at a cache that holds it, "
+            "or pass a local model directory with --model",
+        )
+    raise ModelNotFound(
+        f"{name!r} is not a preset, not a local directory, and not in the local Hugging Face cache, and {why}",
+        hint=f"{presets_hint(name)}; a Hugging Face model id needs the hub once, or HF_HOME pointing at a cache "
+        "that holds it",
+    )
 
 
 def model_not_found(spec: ModelSpec, exc: BaseException) -> ModelNotFound:
@@ -172,9 +239,36 @@ def model_not_found(spec: ModelSpec, exc: BaseException) -> ModelNotFound:
         f"model {spec.model_id!r} is not in the local Hugging Face cache and could not be downloaded",
         hint=(
             "connect to the internet once to download it, point HF_HOME at a cache that holds it, "
-            "or pass a local directory with --model /path/to/model"
+            f"or pass a local directory with --model /path/to/model; {presets_hint(spec.model_id)}"
         ),
     )
+
+
+# where transformers and model code name a missing package: "No module named 'x'",
+# "X requires the Torchvision library but it was not found", "Package `num2words` is required"
+MISSING_PACKAGE = (
+    re.compile(r"No module named '([\w.-]+)'"),
+    re.compile(r"requires the ([\w.-]+) librar", re.IGNORECASE),
+    re.compile(r"[Pp]ackage `?([\w.-]+)`? is required"),
+)
+HF_EXTRA_PACKAGES = {"torch", "transformers", "tokenizers", "accelerate", "safetensors", "einops", "huggingface_hub"}
+
+
+def missing_package(spec: ModelSpec, exc: ImportError) -> ConfigError:
+    """The package a model's loading code could not import, and how to install it."""
+    name = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else None
+    for pattern in MISSING_PACKAGE:
+        found = None if name else pattern.search(str(exc))
+        name = name or (found.group(1) if found else None)
+    if not name:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return ConfigError(
+            f"model {spec.model_id} needs a Python package that is not installed: {first}",
+            hint="install the package it names with pip install -c constraints.txt <package>",
+        )
+    package = name.split(".")[0].lower()
+    extra = "hf" if package in HF_EXTRA_PACKAGES else None
+    return MissingDependency(package, extra, needed_by=f"model {spec.model_id}")
 
 
 def generate_kwargs(params: GenerationParams) -> dict[str, Any]:

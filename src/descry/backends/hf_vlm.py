@@ -61,6 +61,7 @@ class HFVisionBackend(hf_common.TransformersBackend):
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
+        hf_common.model_source(self.spec)  # before torch loads: a model that cannot be had fails at once
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype
         config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)

@@ -81,6 +81,7 @@ class Phi3VisionBackend(hf_common.TransformersBackend):
                 f"{self.model_name} runs its own model code from the model repository",
                 hint="allow it with DESCRY_MODEL__TRUST_REMOTE_CODE=true (trust_remote_code in the model settings)",
             )
+        hf_common.model_source(self.spec)  # before torch loads: a model that cannot be had fails at once
         crops = self.num_crops
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype

@@ -87,6 +87,20 @@ MODEL_TYPE_BACKENDS = {
 }
 
 
+def closest_preset(name: str) -> str | None:
+    """The preset a mistyped name most likely meant (``florence2-base``: florence-2-base), or None."""
+    import difflib
+
+    tail = name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].lower()
+    matches = difflib.get_close_matches(tail, list(PRESETS), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def preset_of(model_id: str) -> str | None:
+    """The preset that resolves to this model id, if one does."""
+    return next((name for name, spec in PRESETS.items() if spec.model_id == model_id), None)
+
+
 def backend_class(name: str) -> type[Backend]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:

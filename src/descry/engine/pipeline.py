@@ -10,13 +10,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from descry.backends.base import Backend, Generation, ModelSpec, Prompted
 from descry.backends.registry import create_backend
 from descry.config import Settings
 from descry.engine.batcher import DynamicBatcher
-from descry.errors import DescryError, ModelNotReady
+from descry.errors import DescryError, ModelLoadFailed, ModelNotReady
 from descry.imaging import DecodedImage, decode
 from descry.schemas import ImageRef
 from descry.sources import read_bytes
@@ -37,7 +37,19 @@ class EngineState:
 
     status: str = "stopped"  # stopped | loading | ready | failed
     error: str | None = None
+    error_code: str | None = None
     load_seconds: float | None = None
+    cause: BaseException | None = field(default=None, repr=False)
+
+    def load_failure(self) -> ModelLoadFailed:
+        """What a request gets after the load failed: the cause's message and fix, code model_load_failed."""
+        cause = self.cause
+        if isinstance(cause, DescryError):
+            text = f"{cause.source}: {cause.message}" if cause.source else cause.message
+            return ModelLoadFailed(f"the model failed to load: {text}", hint=cause.hint)
+        return ModelLoadFailed(
+            f"the model failed to load: {self.error}", hint="see the server log, fix the cause and restart"
+        )
 
 
 class Engine:
@@ -57,13 +69,10 @@ class Engine:
     @property
     def batcher(self) -> DynamicBatcher:
         if self._batcher is None:
-            raise ModelNotReady(self._not_ready_message(), hint="wait for /health to report ready")
+            if self.state.status == "failed":
+                raise self.state.load_failure()
+            raise ModelNotReady(f"the model is {self.state.status}", hint="wait for /health to report ready")
         return self._batcher
-
-    def _not_ready_message(self) -> str:
-        if self.state.status == "failed":
-            return f"the model failed to load: {self.state.error}"
-        return f"the model is {self.state.status}"
 
     @property
     def batch_size(self) -> int:
@@ -86,7 +95,8 @@ class Engine:
         try:
             await asyncio.to_thread(self.backend.load)
         except Exception as exc:
-            self.state = EngineState(status="failed", error=str(exc))
+            code = describe_error(exc)[0]
+            self.state = EngineState(status="failed", error=str(exc), error_code=code, cause=exc)
             raise
         self.state = EngineState(status="ready", load_seconds=time.perf_counter() - t0)
         log.info("model %s loaded in %.1fs", self.backend.model_name, self.state.load_seconds)

@@ -32,6 +32,7 @@ def health_of(engine: Engine, settings: Settings) -> HealthResponse:
         model_status=state.status,
         load_seconds=state.load_seconds,
         error=state.error,
+        error_code=state.error_code,
         gpt_oss_enabled=settings.enhance.enabled,
         gpt_oss_model=settings.enhance.model,
         gpt_oss_reasoning_level=settings.enhance.reasoning_effort,
@@ -63,7 +64,7 @@ async def ready(
 ) -> HealthResponse:
     if not engine.ready:
         if engine.state.status == "failed":
-            raise ModelNotReady(f"the model failed to load: {engine.state.error}", hint="see the server log")
+            raise engine.state.load_failure()
         raise ModelNotReady(f"the model is {engine.state.status}", hint="retry when it has loaded")
     return health_of(engine, settings)
 

@@ -62,20 +62,20 @@ def test_torch_is_installed_first_and_pinned_like_the_constraints(name: str) -> 
     torch_cmd, project_cmd = _pip_installs(ROOT / name)
     pinned = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split() if "==" in line)
     args = dict(a.split("=", 1) for op, a in _instructions(ROOT / name) if op == "ARG" and "=" in a)
-    assert "torch==${TORCH_VERSION}" in torch_cmd and "--index-url" in torch_cmd
+    assert "torch==${TORCH_VERSION}" in torch_cmd and "--index-url" in torch_cmd and "--no-deps" in torch_cmd
     assert args["TORCH_VERSION"] == pinned["torch"]
     assert "download.pytorch.org/whl/" in args["TORCH_INDEX"]
     assert _extras(project_cmd), project_cmd
 
 
-def test_both_images_install_the_extras_the_readme_names() -> None:
+def test_both_images_install_the_extras_the_docs_name() -> None:
     cpu, gpu = (_extras(_pip_installs(ROOT / name)[1]) for name in DOCKERFILES)
     assert cpu == gpu == {"all"}
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    readme = (ROOT / "README.md").read_text()
+    install_page = (ROOT / "docs" / "getting-started.md").read_text()
     for extra in cpu:
         assert extra in extras
-        assert f"`{extra}`" in readme, f"README does not document the {extra!r} extra"
+        assert f"`{extra}`" in install_page, f"docs/getting-started.md does not document the {extra!r} extra"
     assert "torchvision" not in str(extras["all"])
 
 

@@ -14,10 +14,10 @@ from descry.enrich.tags import (
     Lemmatizer,
     Tagger,
     Taxonomy,
-    _suffix_lemma,
     model_tags,
     parse_keyword_list,
 )
+from descry.enrich.words import _suffix_lemma
 from descry.errors import ConfigError, RemoteModelError
 from descry.schemas import CaptionRequest, Tag
 
@@ -236,16 +236,16 @@ async def test_model_tags_failure_gives_no_tags() -> None:
 
 
 def test_tags_work_without_simplemma(monkeypatch: pytest.MonkeyPatch) -> None:
-    import descry.enrich.tags as tags_module
+    import descry.enrich.words as words_module
 
-    real = tags_module.importlib.import_module
+    real = words_module.importlib.import_module
 
     def no_simplemma(name: str, *args: object) -> object:
         if name == "simplemma":
             raise ImportError(name)
         return real(name, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tags_module.importlib, "import_module", no_simplemma)
+    monkeypatch.setattr(words_module.importlib, "import_module", no_simplemma)
     tagger = Tagger(TagSettings())
     assert tagger.lemma.backend == "rules"
     tags = tagger.tags("Three cars and two buses")

@@ -1,10 +1,10 @@
 """Architecture-exact, randomly initialised models for the benchmark, written like Hub checkpoints.
 
-The sizes are the published configs (written down here as facts, nothing is downloaded):
+The sizes are the published configs (``configs.py``, written down as facts, nothing is downloaded):
 BLIP-base is ``Salesforce/blip-image-captioning-base``, Qwen2.5-VL-7B is ``Qwen/Qwen2.5-VL-7B-Instruct``,
-Phi-3.5-vision is ``microsoft/Phi-3.5-vision-instruct``. Weights are random, tokenizers are trained on
-the spot and padded with filler tokens to the real vocabulary size, so every id a random model emits
-decodes. Timings mean what they would with the real weights once the output length is fixed.
+Phi-3.5-vision is ``microsoft/Phi-3.5-vision-instruct``. Weights are random, tokenizers (``vocab.py``) are
+trained on the spot and padded with filler tokens to the real vocabulary size, so every id a random model
+emits decodes. Timings mean what they would with the real weights once the output length is fixed.
 The ``tiny`` scale keeps each architecture but shrinks it, for the smoke test.
 """
 
@@ -16,32 +16,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from descry.bench.configs import (
+    BLIP_BASE,
+    BLIP_TINY,
+    CLIP_MEAN,
+    CLIP_STD,
+    PHI35_TINY,
+    PHI35_VISION,
+    PHI_REMOTE_FILES,
+    PHI_SPECIALS,
+    QWEN25_VL_7B,
+    QWEN25_VL_TINY,
+    QWEN_REGULAR,
+    QWEN_SPECIALS,
+    QWEN_TEMPLATE,
+)
+from descry.bench.vocab import CORPUS, blip_tokenizer, padded_vocab, phi_tokenizer, qwen_tokenizer
 from descry.errors import ConfigError
+
+__all__ = [
+    "BLIP_BASE",
+    "BLIP_TINY",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "CORPUS",
+    "MODELS",
+    "PHI35_TINY",
+    "PHI35_VISION",
+    "PHI_REMOTE_FILES",
+    "PHI_SPECIALS",
+    "QWEN25_VL_7B",
+    "QWEN25_VL_TINY",
+    "QWEN_REGULAR",
+    "QWEN_SPECIALS",
+    "QWEN_TEMPLATE",
+    "BuiltModel",
+    "Scale",
+    "blip_tokenizer",
+    "build",
+    "build_blip",
+    "build_phi3v",
+    "build_qwen2_5_vl",
+    "name_processor",
+    "padded_vocab",
+    "phi3v_remote_code",
+    "phi_tokenizer",
+    "qwen_tokenizer",
+]
 
 Scale = Literal["full", "tiny"]
 
-CORPUS = [
-    "a photography of a dog running on the beach next to the sea",
-    "a picture of a red car parked in the street in front of a house",
-    "two cats sleeping on a couch next to a window in the afternoon",
-    "a man riding a bicycle down a city road with tall buildings",
-    "an aerial view of a green field with trees, a river and a small town",
-    "Describe this image in one sentence.",
-    "Describe this image in detail: the subjects, setting, colours, actions and any visible text.",
-    "The quick brown fox jumps over the lazy dog 0123456789.",
-]
-
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-QWEN_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+MODELS = ("blip-base", "qwen2.5-vl-7b", "phi-3.5-vision")
 
 
 @dataclass(frozen=True)
@@ -55,289 +80,6 @@ class BuiltModel:
     parameters: int
     input_pixels: int
     trust_remote_code: bool = False
-
-
-# ---------------------------------------------------------------- published sizes
-
-BLIP_BASE = {
-    "vision": {
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "image_size": 384,
-        "patch_size": 16,
-        "layer_norm_eps": 1e-5,
-    },
-    "text": {
-        "vocab_size": 30524,
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "encoder_hidden_size": 768,
-        "max_position_embeddings": 512,
-    },
-    "projection_dim": 512,
-}
-BLIP_TINY = {
-    "vision": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-        "layer_norm_eps": 1e-5,
-    },
-    "text": {
-        "vocab_size": 30524,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "encoder_hidden_size": 32,
-        "max_position_embeddings": 128,
-    },
-    "projection_dim": 32,
-}
-
-QWEN25_VL_7B = {
-    "text": {
-        "vocab_size": 152064,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "max_position_embeddings": 128000,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False,
-        "sliding_window": 32768,
-        "max_window_layers": 28,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-    },
-    "vision": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "out_hidden_size": 3584,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "window_size": 112,
-        "fullatt_block_indexes": [7, 15, 23, 31],
-        "tokens_per_second": 2,
-        "hidden_act": "silu",
-    },
-}
-QWEN25_VL_TINY = {
-    "text": {
-        "vocab_size": 152064,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-    },
-    "vision": {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": 64,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "window_size": 56,
-        "fullatt_block_indexes": [1],
-        "hidden_act": "silu",
-    },
-}
-# Qwen2 vocabulary: 151643 regular tokens, then these specials from id 151643 on
-QWEN_SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-QWEN_REGULAR = 151643
-
-PHI35_VISION = {
-    "lm": {
-        "vocab_size": 32064,
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "max_position_embeddings": 131072,
-        "original_max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "sliding_window": 262144,
-    },
-    # openai/clip-vit-large-patch14-336
-    "clip": {
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "image_size": 336,
-        "patch_size": 14,
-        "projection_dim": 768,
-        "hidden_act": "quick_gelu",
-    },
-    "num_img_tokens": 144,
-}
-PHI35_TINY = {
-    "lm": {
-        "vocab_size": 32064,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "max_position_embeddings": 4096,
-        "original_max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "sliding_window": 262144,
-    },
-    "clip": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 28,
-        "patch_size": 7,
-        "projection_dim": 32,
-        "hidden_act": "quick_gelu",
-    },
-    "num_img_tokens": 4,
-}
-# Phi-3 (Llama) vocabulary: 32000 regular tokens (<unk>, <s>, </s> first), then the chat specials
-PHI_SPECIALS = {
-    "<|endoftext|>": 32000,
-    "<|assistant|>": 32001,
-    "<|system|>": 32006,
-    "<|end|>": 32007,
-    "<|user|>": 32010,
-}
-PHI_REMOTE_FILES = [
-    "configuration_phi3_v.py",
-    "modeling_phi3_v.py",
-    "image_embedding_phi3_v.py",
-    "image_processing_phi3_v.py",
-    "processing_phi3_v.py",
-]
-
-MODELS = ("blip-base", "qwen2.5-vl-7b", "phi-3.5-vision")
-
-
-# ---------------------------------------------------------------- tokenizers
-
-
-def _trained_bpe(byte_level: bool) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A small BPE vocabulary and its merges, trained on CORPUS."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    if byte_level:
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        alphabet = pre_tokenizers.ByteLevel.alphabet()
-    else:
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁")
-        alphabet = sorted(set("".join(CORPUS)) | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=alphabet, show_progress=False)
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
-    model = json.loads(tok.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return dict(model["vocab"]), merges  # type: ignore[return-value]
-
-
-def padded_vocab(base: dict[str, int], size: int, start: int = 0) -> dict[str, int]:
-    """``base`` renumbered from ``start``, then filler tokens up to ``size`` entries in all."""
-    vocab = {tok: start + i for i, tok in enumerate(sorted(base, key=base.__getitem__))}
-    index = start + len(vocab)
-    while index < size:
-        vocab[f"fill{index}"] = index
-        index += 1
-    return vocab
-
-
-def blip_tokenizer() -> Any:
-    """BERT WordPiece vocabulary of bert-base-uncased's size (30522) with BLIP's [DEC] and [ENC]."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertTokenizer
-
-    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    raw.normalizer = normalizers.BertNormalizer(lowercase=True)
-    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    raw.train_from_iterator(CORPUS * 4, trainers.WordPieceTrainer(vocab_size=600, show_progress=False))
-    vocab = {"[PAD]": 0, **{f"[unused{i}]": i + 1 for i in range(99)}}
-    vocab.update({"[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103})
-    learned = {t: i for t, i in raw.get_vocab().items() if t not in vocab}
-    vocab.update(padded_vocab(learned, 30522, start=104))
-    return BertTokenizer(vocab=vocab, bos_token="[DEC]", extra_special_tokens=["[ENC]"])
-
-
-def qwen_tokenizer() -> Any:
-    """A byte-level BPE with Qwen2's 151643 regular tokens and its specials at their real ids."""
-    from transformers import Qwen2Tokenizer
-
-    base, merges = _trained_bpe(byte_level=True)
-    vocab = padded_vocab(base, QWEN_REGULAR)
-    vocab.update({tok: QWEN_REGULAR + i for i, tok in enumerate(QWEN_SPECIALS)})
-    return Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,  # type: ignore[arg-type]
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,  # type: ignore[arg-type]
-        extra_special_tokens=QWEN_SPECIALS[1:],
-    )
-
-
-def phi_tokenizer() -> Any:
-    """A BPE with Phi-3's 32000 regular tokens and its chat specials at their real ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    base, merges = _trained_bpe(byte_level=True)
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    vocab.update(padded_vocab({t: i for t, i in base.items() if t not in vocab}, 32000, start=3))
-    vocab.update(PHI_SPECIALS)
-    raw = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        bos_token="<s>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        unk_token="<unk>",
-        padding_side="left",
-        extra_special_tokens=list(PHI_SPECIALS)[1:],
-    )
-
-
-# ---------------------------------------------------------------- model construction
 
 
 def _random_model(cls: Any, config: Any, device: str, dtype: Any) -> Any:

@@ -200,3 +200,15 @@ async def test_a_damaged_image_is_left_as_it_was(tmp_path: Path) -> None:
         await XmpSink(mode="embed").deliver(_enrichment(["kite"]), _path_ref(image))
     assert image.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("mode", ["embed", "sidecar"])
+def test_done_is_descry_s_own_marker(tmp_path: Path, mode: str) -> None:
+    image = _image(tmp_path / "photo.jpg", "JPEG")
+    _existing_metadata(image, iim=True)  # a human's XMP is not descry's marker
+    _exiftool("-o", str(tmp_path / "photo.xmp"), "-XMP-dc:Creator=Ann Example", str(image))
+    sink = XmpSink(mode)  # type: ignore[arg-type]
+    ref = _path_ref(image)
+    assert not sink.done(ref)
+    sink.write(_enrichment(["kite"]), ref)
+    assert sink.done(ref)

@@ -89,7 +89,7 @@ async def test_deliver_all_isolates_failures(tmp_path: Path) -> None:
     assert result["mam"] is not None and "the MAM is down" in result["mam"]
     assert result["buggy"] == "RuntimeError: boom"
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
-    assert (tmp_path / "photo.txt").read_text() == "A red kite over a green field."
+    assert (tmp_path / "photo.txt").read_text() == "A red kite over a green field.\n"
 
 
 async def test_log_sink_prints_the_seed_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,11 @@
-"""The Sink interface and delivery to several sinks at once."""
+"""The Sink contract and delivery to several sinks at once.
+
+A sink has a ``name``, ``async deliver(enrichment, ref)`` (raise a DescryError when it cannot),
+``done(ref) -> bool`` (is this image's result already there? blocking, cheap, never raises; resume
+asks it), ``async close()``, and optionally ``async start()`` for background work. Built-in and
+plugin sinks are registered the same way: a ``descry.sinks`` entry point naming a
+``factory(settings) -> Sink`` (see ``descry.sinks.registry``).
+"""
 
 from __future__ import annotations
 
@@ -23,9 +30,25 @@ class Sink(Protocol):
         """Deliver one enrichment; raise a DescryError when it cannot be done."""
         ...
 
+    def done(self, ref: schemas.ImageRef) -> bool:
+        """Whether this image's result is already delivered here (resume skips it); False when unknown."""
+        ...
+
     async def close(self) -> None:
         """Release files, connections and background tasks."""
         ...
+
+
+def sink_done(sink: Sink, ref: schemas.ImageRef) -> bool:
+    """Ask a sink whether ``ref`` is done; a sink without ``done`` (an older plugin) never is."""
+    done = getattr(sink, "done", None)
+    if done is None:
+        return False
+    try:
+        return bool(done(ref))
+    except Exception:
+        log.exception("sink %s could not tell whether %s is done", sink.name, ref.name)
+        return False
 
 
 def asset_key(enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> str:

@@ -1,15 +1,42 @@
-"""Where a sink's result file goes: beside the image, or under an output directory."""
+"""The file sinks' one renderer and one location rule: ``.txt``/``.json`` sidecars and JSONL lines.
+
+Bytes: a ``.txt`` sidecar is the caption, stripped, plus a newline; a ``.json`` sidecar is the
+enrichment (fields that are null left out) indented by two, plus a newline; a JSONL line is the
+same document on one line. Every face (CLI, API, jobs, batch) writes these same bytes.
+
+Location (``image_location``): without an output directory a file lands beside the image, which
+must then be a file on this machine. With one, a file found below one of ``roots`` (the folders
+the CLI was given, the server's allowed roots) keeps its path below that root, so the output
+mirrors the tree; any other file keeps its own name; an upload keeps its (relative) name; a URL
+or S3 object gets the last part of its name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from descry import schemas
 from descry.errors import OutputError
 
+SidecarFormat = Literal["txt", "json"]
+
+
+def render_sidecar(enrichment: schemas.Enrichment, fmt: SidecarFormat) -> bytes:
+    """A sidecar's bytes: the bare caption (the training-dataset convention) or the enrichment JSON."""
+    if fmt == "txt":
+        return (enrichment.caption.strip() + "\n").encode("utf-8")
+    return (enrichment.model_dump_json(indent=2, exclude_none=True) + "\n").encode("utf-8")
+
+
+def render_line(enrichment: schemas.Enrichment) -> bytes:
+    """One JSONL line: the enrichment JSON (nulls left out) on one line, ending in a newline."""
+    return (enrichment.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
+
 
 def _relative_name(name: str) -> Path:
-    """``ref.name`` as a path that stays inside an output directory."""
+    """``name`` as a path that stays inside an output directory."""
     parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in {"/", ""}]
     if not parts or any(p in {".", ".."} for p in parts):
         raise OutputError(
@@ -19,17 +46,30 @@ def _relative_name(name: str) -> Path:
     return Path(*parts)
 
 
-def image_location(ref: schemas.ImageRef, output_dir: Path | None, sink: str) -> Path:
-    """The path the image has (or would have) for writing results next to it.
+def _below_root(source: Path, roots: Sequence[Path]) -> Path:
+    """The image's path below the first root that holds it, else its file name."""
+    resolved = source.resolve()
+    for root in roots:
+        root = Path(root).resolve()
+        if resolved.is_relative_to(root) and resolved != root:
+            return resolved.relative_to(root)
+    return _relative_name(source.name)
 
-    A server path keeps its directory unless ``output_dir`` is set; any other image is placed
-    in ``output_dir`` under its name.
-    """
-    if output_dir is not None:
+
+def image_location(
+    ref: schemas.ImageRef, output_dir: Path | None, sink: str, roots: Sequence[Path] = ()
+) -> Path:
+    """The path the image has (or would have) for writing results next to it (rule in the module doc)."""
+    is_file = ref.kind == schemas.SourceKind.path and bool(ref.uri or ref.name)
+    if output_dir is None:
+        if is_file:
+            return Path(ref.uri or ref.name)
+        raise OutputError(
+            f"the {sink} sink needs an output directory for {ref.name!r}, which is not a file on this machine",
+            hint=f"pass --output DIR to the CLI, or set DESCRY_SINKS__{sink.upper()}__OUTPUT_DIR on a server",
+        )
+    if is_file:
+        return Path(output_dir) / _below_root(Path(ref.uri or ref.name), roots)
+    if ref.kind == schemas.SourceKind.upload:
         return Path(output_dir) / _relative_name(ref.name)
-    if ref.kind == schemas.SourceKind.path and ref.uri:
-        return Path(ref.uri)
-    raise OutputError(
-        f"the {sink} sink needs an output directory for {ref.name!r}, which is not a file on this machine",
-        hint=f"set DESCRY_SINKS__{sink.upper()}__OUTPUT_DIR to a writable directory",
-    )
+    return Path(output_dir) / _relative_name(ref.name.rstrip("/").rsplit("/", 1)[-1])

@@ -35,5 +35,9 @@ class LogSink:
             json.dumps(metadata, ensure_ascii=False),
         )
 
+    def done(self, ref: schemas.ImageRef) -> bool:
+        """A log line is never something to resume from."""
+        return False
+
     async def close(self) -> None:
         return None

@@ -1,40 +1,92 @@
-"""Sinks built once per process on first use, shared by requests and job workers, closed at shutdown."""
+"""The one rule for a request's sinks, and the sinks built once per process, shared and closed at shutdown.
+
+The rule (``choose_sinks``; docs/sinks.md): a request that names sinks gets exactly those (an
+empty list: none). One that names none gets the default sinks, except when the caller receives
+the result in its reply and names no asset (a plain ``/v1/caption``): then it gets none. Every
+name is checked when the request is made, so an unknown sink is refused then (InputError: 400,
+exit 2), never accepted and failed later.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 
 from descry.config import Settings
 from descry.errors import InputError
 from descry.schemas import Enrichment, ImageRef
-from descry.sinks import Sink, build_sinks, close_sinks, deliver_all, known_sinks, start_sinks
+from descry.sinks.base import Sink, close_sinks, deliver_all, sink_done, start_sinks
+from descry.sinks.registry import build_sinks, known_sinks, normalise
 
 log = logging.getLogger("descry.sinks")
 
 
-class SinkPool:
-    """Named sinks, built lazily (a webhook sink starts its outbox dispatcher once)."""
+def choose_sinks(
+    requested: Sequence[str] | None,
+    defaults: Sequence[str],
+    *,
+    asset_id: str | None = None,
+    in_reply: bool = False,
+) -> list[str]:
+    """Which sinks a request delivers to (not yet checked): see the module docstring."""
+    if requested is not None:
+        return normalise(requested)
+    if in_reply and not asset_id:
+        return []
+    return normalise(defaults)
 
-    def __init__(self, settings: Settings) -> None:
+
+def configured_defaults(settings: Settings, face_default: Sequence[str]) -> list[str]:
+    """``DESCRY_SINKS__DEFAULT`` when it is set, else the face's own default (the server: ``log``;
+    ``descry caption``: its ``-f`` file; ``descry batch``: none besides its output file)."""
+    if "default" in settings.sinks.model_fields_set:
+        return list(settings.sinks.default)
+    return list(face_default)
+
+
+class SinkPool:
+    """Named sinks, built lazily and shared (a webhook sink starts its outbox dispatcher once).
+
+    Faces call ``names_for`` when a request arrives (it applies the rule and refuses unknown
+    names), then ``deliver(names, enrichment, ref)`` per result, ``done(names, ref)`` to resume,
+    and ``close()`` at shutdown. ``instances`` are sinks the face configured itself (the CLI's
+    ``-f/-o`` sidecar or JSONL) and take the place of the registry's sink of the same name.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        instances: Mapping[str, Sink] | None = None,
+        *,
+        face_default: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
+        self._instances = dict(instances or {})
+        self._face_default = face_default
         self._sinks: dict[str, Sink] = {}
         self._lock = asyncio.Lock()
 
     @property
     def default(self) -> list[str]:
-        return list(self.settings.sinks.default)
+        """The sinks a request that names none gets (when the rule gives it any)."""
+        if self._face_default is None:
+            return list(self.settings.sinks.default)
+        return configured_defaults(self.settings, self._face_default)
 
-    def names_for(self, requested: list[str] | None, *, asset_id: str | None) -> list[str]:
-        """Which sinks a request delivers to: the named ones, else the defaults when it names an asset."""
-        if requested is not None:
-            return requested
-        return self.default if asset_id else []
+    def names_for(
+        self, requested: Sequence[str] | None, *, asset_id: str | None = None, in_reply: bool = True
+    ) -> list[str]:
+        """The rule, checked: ``in_reply`` is True for a caller that gets the result in its reply."""
+        return self.check(choose_sinks(requested, self.default, asset_id=asset_id, in_reply=in_reply))
 
-    def check(self, names: list[str]) -> list[str]:
-        """Normalise requested names; an unknown one is the client's mistake (400)."""
-        wanted = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
-        known = known_sinks()
+    def known(self) -> list[str]:
+        return sorted({*known_sinks(), *self._instances})
+
+    def check(self, names: Sequence[str]) -> list[str]:
+        """Normalise requested names; an unknown one is the client's mistake (InputError, 400)."""
+        wanted = normalise(names)
+        known = self.known()
         unknown = [n for n in wanted if n not in known]
         if unknown:
             raise InputError(
@@ -42,23 +94,31 @@ class SinkPool:
             )
         return wanted
 
-    async def get(self, names: list[str]) -> list[Sink]:
+    async def get(self, names: Sequence[str]) -> list[Sink]:
+        """The sinks for checked names, built and started on first use."""
         wanted = self.check(names)
         async with self._lock:
             missing = [n for n in wanted if n not in self._sinks]
             if missing:
-                built = build_sinks(missing, self.settings)
+                built = build_sinks(missing, self.settings, self._instances)
                 await start_sinks(built)
                 for name, sink in zip(missing, built, strict=True):
                     self._sinks[name] = sink
         return [self._sinks[n] for n in wanted]
 
-    async def deliver(self, names: list[str], enrichment: Enrichment, ref: ImageRef) -> dict[str, str | None]:
+    async def deliver(self, names: Sequence[str], enrichment: Enrichment, ref: ImageRef) -> dict[str, str | None]:
         """Deliver to each named sink: sink name -> error message, or None when delivered."""
         if not names:
             return {}
         sinks = await self.get(names)
         return await deliver_all(sinks, enrichment, ref)
+
+    async def done(self, names: Sequence[str], ref: ImageRef) -> bool:
+        """Resume: True when every named sink already holds this image's result (none named: False)."""
+        if not names:
+            return False
+        sinks = await self.get(names)
+        return await asyncio.to_thread(lambda: all(sink_done(sink, ref) for sink in sinks))
 
     async def close(self) -> None:
         sinks = list({id(s): s for s in self._sinks.values()}.values())

@@ -1,73 +1,102 @@
-"""Build sinks by name from Settings; plugins add more through the ``descry.sinks`` entry points."""
+"""Sinks by name: every sink, built-in or plugin, is a ``descry.sinks`` entry point naming a factory.
+
+A factory is ``factory(settings) -> Sink``. The entry points are read once per process
+(``sink_factories``, cached); a plugin package adds a sink by declaring one in its own metadata::
+
+    [project.entry-points."descry.sinks"]
+    dam = "my_package.sinks:build_dam_sink"
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib.metadata import EntryPoint, entry_points
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
 
 from descry.config import Settings
 from descry.errors import ConfigError
 from descry.sinks.base import Sink
 
+log = logging.getLogger("descry.sinks")
+ENTRY_POINT_GROUP = "descry.sinks"
+SinkFactory = Callable[[Settings], Sink]
 
-def _log(settings: Settings) -> Sink:
+
+def log_sink(settings: Settings) -> Sink:
     from descry.sinks.log import LogSink
 
     return LogSink()
 
 
-def _webhook(settings: Settings) -> Sink:
+def webhook_sink(settings: Settings) -> Sink:
     from descry.sinks.webhook import WebhookSink
 
     return WebhookSink(settings.sinks.webhook, settings.data_dir / "outbox.db")
 
 
-def _sidecar(settings: Settings) -> Sink:
+def sidecar_sink(settings: Settings) -> Sink:
     from descry.sinks.sidecar import SidecarSink
 
-    return SidecarSink(settings.sinks.sidecar.format, settings.sinks.sidecar.output_dir)
+    sidecar = settings.sinks.sidecar
+    return SidecarSink(sidecar.format, sidecar.output_dir, roots=settings.sources.allowed_roots)
 
 
-def _xmp(settings: Settings) -> Sink:
+def xmp_sink(settings: Settings) -> Sink:
     from descry.sinks.xmp import XmpSink
 
     xmp = settings.sinks.xmp
-    return XmpSink(xmp.mode, xmp.output_dir, xmp.sidecar_name)
+    return XmpSink(xmp.mode, xmp.output_dir, xmp.sidecar_name, roots=settings.sources.allowed_roots)
 
 
-def _jsonl(settings: Settings) -> Sink:
+def jsonl_sink(settings: Settings) -> Sink:
     from descry.sinks.jsonl import JsonlSink
 
     return JsonlSink(settings.sinks.jsonl_path or settings.data_dir / "enrichments.jsonl")
 
 
-BUILTIN: dict[str, Callable[[Settings], Sink]] = {
-    "log": _log,
-    "webhook": _webhook,
-    "sidecar": _sidecar,
-    "xmp": _xmp,
-    "jsonl": _jsonl,
+# what pyproject.toml registers; used as well when descry runs from a source tree that is not installed
+BUILTIN: dict[str, SinkFactory] = {
+    "log": log_sink,
+    "webhook": webhook_sink,
+    "sidecar": sidecar_sink,
+    "xmp": xmp_sink,
+    "jsonl": jsonl_sink,
 }
 
 
-def _plugins() -> dict[str, EntryPoint]:
-    """Third-party sinks: an entry point in group ``descry.sinks`` naming a ``factory(settings) -> Sink``."""
-    return {ep.name: ep for ep in entry_points(group="descry.sinks")}
+@functools.cache
+def sink_factories() -> dict[str, SinkFactory]:
+    """Every sink factory of this process: the ``descry.sinks`` entry points, loaded once."""
+    factories = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            factories[ep.name.lower()] = ep.load()
+        except Exception:  # a broken plugin must not take the built-in sinks down with it
+            log.exception("the sink plugin %r (%s) could not be loaded", ep.name, ep.value)
+    return factories
 
 
 def known_sinks() -> list[str]:
     """Every sink name that can be built here."""
-    return sorted({*BUILTIN, *_plugins()})
+    return sorted(sink_factories())
 
 
-def build_sinks(names: list[str], settings: Settings) -> list[Sink]:
-    """One sink per distinct name, in order; an unknown name is a ConfigError listing the known ones."""
-    plugins = _plugins()
-    wanted = list(dict.fromkeys(n.strip().lower() for n in names))
-    unknown = [name for name in wanted if name not in BUILTIN and name not in plugins]
+def normalise(names: Sequence[str]) -> list[str]:
+    """Lower-case, stripped, blanks dropped, each name once, in order."""
+    return list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+
+
+def build_sinks(names: Sequence[str], settings: Settings, instances: Mapping[str, Sink] | None = None) -> list[Sink]:
+    """One sink per distinct name, in order (``instances`` are used as they are); an unknown name is a
+    ConfigError listing the known ones."""
+    factories = sink_factories()
+    ready = dict(instances or {})
+    wanted = normalise(names)
+    unknown = [name for name in wanted if name not in factories and name not in ready]
     if unknown:
         raise ConfigError(
             f"unknown sink{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}",
-            hint=f"choose from: {', '.join(known_sinks())}",
+            hint=f"choose from: {', '.join(sorted({*factories, *ready}))}",
         )
-    return [BUILTIN[name](settings) if name in BUILTIN else plugins[name].load()(settings) for name in wanted]
+    return [ready[name] if name in ready else factories[name](settings) for name in wanted]

@@ -3,39 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from descry import schemas
 from descry.fileio import atomic_write
-from descry.sinks.files import image_location
-
-
-def sidecar_content(enrichment: schemas.Enrichment, fmt: Literal["txt", "json"]) -> bytes:
-    """The file's bytes: the bare caption (the training-dataset convention) or the enrichment JSON."""
-    if fmt == "txt":
-        return enrichment.caption.encode("utf-8")
-    text = json.dumps(enrichment.model_dump(mode="json"), ensure_ascii=False, indent=2)
-    return (text + "\n").encode("utf-8")
+from descry.sinks.files import SidecarFormat, image_location, render_sidecar
 
 
 class SidecarSink:
-    """Writes one sidecar file per image, atomically, beside the image or into ``output_dir``."""
+    """Writes one sidecar file per image, atomically, beside the image or into ``output_dir``.
+
+    ``roots``: folders whose tree the output directory mirrors (see ``descry.sinks.files``).
+    """
 
     name = "sidecar"
 
-    def __init__(self, fmt: Literal["txt", "json"] = "txt", output_dir: Path | None = None) -> None:
-        self.format = fmt
+    def __init__(
+        self, fmt: SidecarFormat = "txt", output_dir: Path | None = None, roots: Sequence[Path] = ()
+    ) -> None:
+        self.format: SidecarFormat = fmt
         self.output_dir = output_dir
+        self.roots = list(roots)
 
     def target(self, ref: schemas.ImageRef) -> Path:
         """Where the sidecar for ``ref`` goes."""
-        return image_location(ref, self.output_dir, self.name).with_suffix(f".{self.format}")
+        return image_location(ref, self.output_dir, self.name, self.roots).with_suffix(f".{self.format}")
+
+    def write(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+        """Write the sidecar now (blocking)."""
+        atomic_write(self.target(ref), render_sidecar(enrichment, self.format))
 
     async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
-        target = self.target(ref)
-        await asyncio.to_thread(atomic_write, target, sidecar_content(enrichment, self.format))
+        await asyncio.to_thread(self.write, enrichment, ref)
+
+    def done(self, ref: schemas.ImageRef) -> bool:
+        """The sidecar exists (an image that has no place for one is never done)."""
+        try:
+            return self.target(ref).exists()
+        except Exception:
+            return False
 
     async def close(self) -> None:
         return None

@@ -143,6 +143,10 @@ class WebhookSink:
             self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="descry-webhook-dispatcher")
 
+    def done(self, ref: schemas.ImageRef) -> bool:
+        """The receiver is never asked; a re-run delivers again (receivers dedupe on the idempotency key)."""
+        return False
+
     async def close(self) -> None:
         """Stop the dispatcher after its current sends, send what is due for a moment, release all."""
         if self._closed:

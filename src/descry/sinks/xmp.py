@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ class XmpSink:
         mode: Literal["embed", "sidecar"] = "sidecar",
         output_dir: Path | None = None,
         sidecar_name: Literal["stem", "full"] = "stem",
+        roots: Sequence[Path] = (),
     ) -> None:
         self._pyexiv2 = require("pyexiv2", "xmp")
         with _EXIV2_LOCK:
@@ -69,6 +71,7 @@ class XmpSink:
         self.mode = mode
         self.output_dir = output_dir
         self.sidecar_name = sidecar_name
+        self.roots = list(roots)
 
     async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
         await asyncio.to_thread(self.write, enrichment, ref)
@@ -76,9 +79,28 @@ class XmpSink:
     async def close(self) -> None:
         return None
 
+    def done(self, ref: schemas.ImageRef) -> bool:
+        """descry's own marker (``descry:MachineGenerated``) is in the sidecar or, embedding, the image."""
+        try:
+            image = image_location(ref, self.output_dir, self.name, self.roots)
+        except OutputError:
+            return False
+        candidates = [self.sidecar_path(image)]
+        if self.mode == "embed":
+            candidates.insert(0, image)
+        return any(self._has_marker(path) for path in candidates if path.is_file())
+
+    def _has_marker(self, path: Path) -> bool:
+        with _EXIV2_LOCK:
+            try:
+                with self._pyexiv2.Image(str(path)) as img:
+                    return f"Xmp.{DESCRY_PREFIX}.MachineGenerated" in img.read_xmp()
+            except RuntimeError:
+                return False
+
     def write(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> Path:
         """Write the metadata for ``ref``; returns the file written (the image or its sidecar)."""
-        image = image_location(ref, self.output_dir, self.name)
+        image = image_location(ref, self.output_dir, self.name, self.roots)
         if self.mode == "sidecar":
             return self._write_sidecar(self.sidecar_path(image), enrichment)
         source, data = self._source(ref)

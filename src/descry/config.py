@@ -71,6 +71,9 @@ class SourceSettings(BaseModel):
     allow_private_urls: bool = False
     url_allowlist: list[str] = Field(default_factory=list, description="hosts allowed despite private addresses")
     fetch_timeout: float = Field(20.0, gt=0)
+    fetch_threads: int = Field(
+        16, ge=1, le=256, description="URL and S3 downloads at once, on threads of their own (never decoding's)"
+    )
     max_redirects: int = Field(5, ge=0, le=20)
     s3_endpoint_url: str | None = None
     aws_region: str | None = None

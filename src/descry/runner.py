@@ -1,4 +1,4 @@
-"""Caption many images with one engine: bounded concurrency, per-image errors, resumable output."""
+"""The CLI's caption run: ``Descry.enrich_many`` over the images, each result written as it comes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from descry.config import Settings
+from descry.core import Descry, Result
 from descry.engine.pipeline import Engine, describe_error
-from descry.enrich.enricher import Enricher
 from descry.outputs import JsonlWriter, OutputPlan, atomic_write_text, render
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 
@@ -68,82 +68,37 @@ class CaptionRun:
         return todo, len(refs) - len(todo)
 
     async def run(self, refs: list[ImageRef], on_result: ResultHook | None = None) -> RunSummary:
-        """Caption every ref; the model loads only once the first image has decoded."""
+        """Caption every ref through one Descry; the model loads only once the first image has decoded."""
         summary = self.summary = RunSummary(total=len(refs))
         if not refs:
             return summary
-        engine = self.engine or Engine(self.settings)
-        self._start_lock = asyncio.Lock()
-        self._fatal: BaseException | None = None
         summary.started = time.perf_counter()
         try:
-            enricher = Enricher(engine, self.settings)
-            running: set[asyncio.Task[None]] = set()
-            slot = asyncio.Event()
-
-            def finished(task: asyncio.Task[None]) -> None:
-                running.discard(task)
-                if not task.cancelled():
-                    task.exception()  # retrieved here; a fatal error is re-raised from self._fatal
-                slot.set()
-
-            for ref in refs:
-                while len(running) >= self._concurrency(engine):
-                    slot.clear()
-                    await slot.wait()
-                if self._fatal:
-                    break
-                task = asyncio.create_task(self._one(enricher, ref, summary, on_result))
-                running.add(task)
-                task.add_done_callback(finished)
-            results = await asyncio.gather(*running, return_exceptions=True)
-            if self._fatal:
-                raise self._fatal
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            async with Descry(self.settings, engine=self.engine) as descry:
+                async for result in descry.enrich_many(refs, self.request):
+                    await self._record(result, summary, on_result)
         finally:
             summary.seconds = time.perf_counter() - summary.started
-            if self.engine is None and engine.state.status != "stopped":
-                await engine.stop()
         return summary
 
-    async def _ensure_started(self, engine: Engine) -> None:
-        async with self._start_lock:
-            if self._fatal:
-                raise self._fatal
-            if engine.state.status == "stopped":
-                try:
-                    await engine.start()
-                except BaseException as exc:  # the model cannot load: the whole run stops with this error
-                    self._fatal = exc
-                    raise
-
-    def _concurrency(self, engine: Engine) -> int:
-        """Images in flight: enough to fill the batches being prepared and the one on the device."""
-        return max(2, engine.batch_size * (self.settings.batching.inflight_batches + 1))
-
-    async def _one(self, enricher: Enricher, ref: ImageRef, summary: RunSummary, on_result: ResultHook | None) -> None:
-        try:
-            image = await enricher.engine.load_image(ref)
-        except Exception as exc:
-            self._failed(ref, exc, summary, on_result)
+    async def _record(self, result: Result, summary: RunSummary, on_result: ResultHook | None) -> None:
+        """Write one result as soon as it is ready; a failed image or write is counted, never raised."""
+        if result.enrichment is None:
+            assert result.error is not None
+            self._failed(result.ref, result.error, summary, on_result)
             return
-        await self._ensure_started(enricher.engine)
         try:
-            enrichment = await enricher.enrich(ref, self.request, image=image)
-            await asyncio.to_thread(self._write, ref, enrichment)
-        except Exception as exc:  # each image fails alone; the error is reported, never raised
-            self._failed(ref, exc, summary, on_result)
+            await asyncio.to_thread(self._write, result.ref, result.enrichment)
+        except Exception as exc:  # each image fails alone
+            code, message = describe_error(exc)
+            self._failed(result.ref, ItemError(name=result.ref.name, code=code, message=message), summary, on_result)
             return
         summary.ok += 1
         if on_result:
-            on_result(ref, enrichment, None)
+            on_result(result.ref, result.enrichment, None)
 
     @staticmethod
-    def _failed(ref: ImageRef, exc: Exception, summary: RunSummary, on_result: ResultHook | None) -> None:
-        code, message = describe_error(exc)
-        error = ItemError(name=ref.name, code=code, message=message)
+    def _failed(ref: ImageRef, error: ItemError, summary: RunSummary, on_result: ResultHook | None) -> None:
         summary.failed += 1
         summary.failures.append(error)
         if on_result:

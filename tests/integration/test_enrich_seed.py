@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from descry.config import Settings
-from descry.engine.pipeline import Engine
+from descry.core import Descry
 from descry.enrich.agent import TRACE_INITIAL, TRACE_KEPT, TRACE_RETRY, TRACE_START
-from descry.enrich.enricher import Enricher
 from descry.schemas import CaptionRequest
 from descry.sources import upload_ref
 from tests.conftest import image_bytes
@@ -29,10 +28,12 @@ async def test_max_tokens_below_15_retries_with_more_tokens(
     monkeypatch.setenv("VLM_MODEL_ID", str(tiny_blip))
     settings = Settings()
     assert settings.model.max_new_tokens == 6
-    async with Engine(settings) as engine:
-        enrichment = await Enricher(engine, settings).enrich(
-            upload_ref("seed.jpg", image_bytes("JPEG", (64, 48))), CaptionRequest(asset_id="asset-1")
+    async with Descry(settings) as descry:
+        result = await descry.enrich(
+            upload_ref("seed.jpg", image_bytes("JPEG", (64, 48))), CaptionRequest(asset_id="asset-1"), sinks=[]
         )
+    enrichment = result.enrichment
+    assert enrichment is not None
     attempts = enrichment.attempts
     assert len(attempts) >= 2
     assert attempts[0].params["max_new_tokens"] == 6

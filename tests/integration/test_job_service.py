@@ -1,4 +1,4 @@
-"""Jobs wired to the Enricher and sinks, and the `descry jobs` commands on the same store."""
+"""Jobs wired to Descry and its sinks, and the `descry jobs` commands on the same store."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from descry.config import Settings
+from descry.core import Descry
 from descry.engine.pipeline import Engine
-from descry.enrich.enricher import Enricher
 from descry.jobs.service import JobService
 from descry.schemas import CaptionRequest, JobState
 from tests.conftest import image_bytes
@@ -26,8 +26,8 @@ async def test_uploads_become_a_job_that_workers_finish_and_deliver(
     files = [(f"img{i}.png", image_bytes("PNG", (20 + i, 10))) for i in range(5)]
     files.append(("bad.png", b"not an image at all"))
     caplog.set_level(logging.INFO, logger="descry.mam")
-    async with Engine(settings, backend=EchoBackend()) as engine:
-        service = JobService(settings, Enricher(engine, settings))
+    async with Descry(settings, engine=Engine(settings, backend=EchoBackend())) as descry:
+        service = JobService(settings, descry)
         await service.open()
         job_id = await service.submit(CaptionRequest(asset_id="shoot-1"), files, idempotency_key="k1")
         assert await service.submit(CaptionRequest(), files[:1], idempotency_key="k1") == job_id
@@ -50,8 +50,8 @@ def test_jobs_cli_lists_shows_and_pages_results(tmp_path: Path, settings: Settin
     import asyncio
 
     async def make() -> str:
-        async with Engine(settings, backend=EchoBackend()) as engine:
-            service = JobService(settings, Enricher(engine, settings))
+        async with Descry(settings, engine=Engine(settings, backend=EchoBackend())) as descry:
+            service = JobService(settings, descry)
             await service.open()
             job_id = await service.submit(CaptionRequest(sinks=[]), [("a.png", image_bytes("PNG"))] * 3)
             await service.worker().run_until_idle(job_id)

@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from descry import sources
 from descry.config import ImageLimits, SourceSettings
 from descry.errors import SourceFetchError, SourceForbidden
-from descry.sources import fetch_url, pinned_request
+from descry.sources import fetch, fetch_url, pinned_request
 
 REBIND_TARGET = "10.66.66.66"
 
@@ -69,7 +68,7 @@ def rebinding_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    monkeypatch.setattr(sources, "_blocked_address", lambda address: address == REBIND_TARGET)
+    monkeypatch.setattr(fetch, "_blocked_address", lambda address: address == REBIND_TARGET)
     return calls
 
 

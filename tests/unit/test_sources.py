@@ -7,7 +7,7 @@ from moto import mock_aws
 from descry.config import ImageLimits, SourceSettings
 from descry.errors import ImageTooLarge, InputError, SourceForbidden, SourceNotFound
 from descry.schemas import SourceKind
-from descry.sources import check_server_path, check_url, expand, parse_s3, read_bytes
+from descry.sources import TrustPolicy, check_server_path, check_url, expand, parse_s3, read_bytes
 from tests.conftest import image_bytes
 
 
@@ -104,7 +104,7 @@ def test_read_bytes_checks_untrusted_paths(tmp_path: Path) -> None:
     ref = expand([str(photo)])[0]
     assert read_bytes(ref, SourceSettings(), ImageLimits()) == photo.read_bytes()
     with pytest.raises(SourceForbidden):
-        read_bytes(ref, SourceSettings(), ImageLimits(), trusted_paths=False)
+        read_bytes(ref, SourceSettings(), ImageLimits(), policy=TrustPolicy.network(SourceSettings()))
     with pytest.raises(ImageTooLarge):
         read_bytes(ref, SourceSettings(), ImageLimits(max_bytes=5))
 
@@ -166,3 +166,28 @@ def test_fetch_checks_every_redirect_hop_and_caps_bytes(web) -> None:  # type: i
         fetch_url(f"{base}/gone", allow, ImageLimits())
     with pytest.raises(SourceForbidden):
         fetch_url(f"{base}/img", SourceSettings(), ImageLimits())
+
+
+def test_trust_policy_decides_what_a_face_reads(tmp_path: Path) -> None:
+    from descry.sources import path_ref
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(image_bytes())
+    ref = path_ref(photo)
+    settings, limits = SourceSettings(), ImageLimits()
+    assert read_bytes(ref, settings, limits, policy=TrustPolicy.local(settings)) == photo.read_bytes()
+    inside = TrustPolicy.network(SourceSettings(allowed_roots=[tmp_path]))
+    assert read_bytes(ref, settings, limits, policy=inside) == photo.read_bytes()
+    elsewhere = TrustPolicy.network(SourceSettings(allowed_roots=[tmp_path / "other"]))
+    nothing = TrustPolicy(paths="none")
+    for policy in (elsewhere, nothing):
+        with pytest.raises(SourceForbidden):
+            read_bytes(ref, settings, limits, policy=policy)
+        with pytest.raises(SourceForbidden):
+            expand([str(photo)], policy=policy)
+    with pytest.raises(SourceForbidden):
+        expand(["http://example.com/a.jpg"], policy=TrustPolicy(urls=False))
+    with pytest.raises(SourceForbidden):
+        expand(["s3://photos/a.jpg"], policy=TrustPolicy(s3=False))
+    private = TrustPolicy(private_urls=True).fetch_settings(settings)
+    assert private.allow_private_urls and check_url("http://127.0.0.1/a.jpg", private) is None

@@ -1,4 +1,4 @@
-"""The FastAPI application: a thin factory around the engine (library first, HTTP second).
+"""The FastAPI application: a thin factory around one ``Descry`` (library first, HTTP second).
 
 ``create_app(settings)`` builds everything on ``app.state``; the lifespan starts the model load in
 the background so ``/health`` answers (``loading``) while the weights load, and a load failure
@@ -30,10 +30,10 @@ from descry.api.routes import health, jobs, seed, v1
 from descry.api.security import install_security, require_scope
 from descry.api.service import CaptionService
 from descry.config import Settings
+from descry.core import Descry
 from descry.engine.pipeline import Engine
-from descry.enrich.enricher import Enricher
 from descry.errors import DescryError
-from descry.sinks.pool import SinkPool
+from descry.sources import TrustPolicy
 
 log = logging.getLogger("descry.api")
 
@@ -46,11 +46,12 @@ the services descry replaces. Errors are JSON: `{"error": {"code", "message"}, "
 
 
 async def _load_model(app: FastAPI) -> None:
-    """Start the engine; a failure is recorded on the engine state, logged, and never raised."""
-    engine: Engine = app.state.engine
+    """Load the model; a failure is recorded on the engine state, logged, and never raised."""
+    descry: Descry = app.state.descry
+    engine = descry.engine
     metrics: ApiMetrics = app.state.metrics
     try:
-        await engine.start(on_batch=metrics.on_batch)
+        await descry.start(on_batch=metrics.on_batch)
     except DescryError as exc:
         log.error("the model failed to load: %s; /health reports it and caption requests get 503", exc)
     except Exception:
@@ -66,35 +67,34 @@ def _start_workers(app: FastAPI) -> None:
         starter()
 
 
-def _job_batches(settings: Settings, enricher: Enricher, sinks: SinkPool) -> StoreBatches:
+def _job_batches(settings: Settings, descry: Descry) -> StoreBatches:
     """The durable job store behind /v1/jobs and /async-batch-caption (part of the server extra)."""
     from descry.jobs.service import JobService
 
-    return StoreBatches(JobService(settings, enricher, sinks=sinks))
+    return StoreBatches(JobService(settings, descry))
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine: Engine = app.state.engine
-    owns_engine = not engine.ready
+    """Start the Descry object (the model loads in the background) and close it: nothing else."""
+    descry: Descry = app.state.descry
     batches: BatchManager = app.state.batches
     await batches.start()
-    loader = asyncio.create_task(_load_model(app)) if owns_engine else None
+    loader = None if descry.ready else asyncio.create_task(_load_model(app))
     app.state.loader = loader
-    if not owns_engine:
+    if loader is None:
         _start_workers(app)
     try:
         yield
     finally:
-        await batches.close()
-        if loader is not None:
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
-        await app.state.sinks.close()
-        await app.state.enricher.enhancer.aclose()
-        if owns_engine:
-            await engine.stop()
+        try:
+            await batches.close()
+            if loader is not None:
+                loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader
+        finally:
+            await descry.close()
 
 
 def create_app(
@@ -112,19 +112,18 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
-    engine = engine or Engine(settings)
+    descry = Descry(settings, policy=TrustPolicy.network(settings.sources), engine=engine, autostart=False)
+    engine = descry.engine
     metrics = ApiMetrics()
     metrics.track_queue(lambda: engine.batcher.queue_depth if engine.ready else 0)
-    sinks = SinkPool(settings)
-    enricher = Enricher(engine, settings)
-    service = CaptionService(enricher, sinks, metrics, concurrency=settings.server.batch_concurrency)
     app.state.settings = settings
+    app.state.descry = descry
     app.state.engine = engine
     app.state.metrics = metrics
-    app.state.sinks = sinks
-    app.state.enricher = enricher
-    app.state.service = service
-    job_batches = _job_batches(settings, enricher, sinks) if batches is None else None
+    app.state.sinks = descry.sinks
+    app.state.enricher = descry.enricher
+    app.state.service = CaptionService(descry, metrics, concurrency=settings.server.batch_concurrency)
+    job_batches = _job_batches(settings, descry) if batches is None else None
     app.state.jobs = job_batches.jobs if job_batches else None
     app.state.batches = batches or job_batches
 

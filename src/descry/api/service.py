@@ -1,4 +1,8 @@
-"""What every caption route does: enrich, count, deliver; and many images with bounded concurrency."""
+"""What every caption route does: one image or many through the app's Descry, counted in the metrics.
+
+Descry reads (under the network trust policy), enriches and delivers; this adds the API's part:
+metrics, a logged internal error answered with a generic message, and Overloaded retries for batches.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import logging
 from dataclasses import dataclass, field
 
 from descry.api.metrics import ApiMetrics
+from descry.core import Descry
 from descry.engine.pipeline import describe_error
-from descry.enrich.enricher import Enricher
 from descry.errors import Overloaded
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 from descry.sinks.pool import SinkPool
@@ -23,33 +27,33 @@ class Captioned:
 
 
 class CaptionService:
-    """One image or many, through the shared Enricher; network input never reads unlisted paths."""
+    """One image or many, through the app's Descry (built with the network trust policy)."""
 
-    def __init__(self, enricher: Enricher, sinks: SinkPool, metrics: ApiMetrics, *, concurrency: int) -> None:
-        self.enricher = enricher
-        self.sinks = sinks
+    def __init__(self, descry: Descry, metrics: ApiMetrics, *, concurrency: int) -> None:
+        self.descry = descry
         self.metrics = metrics
         self.concurrency = concurrency
 
     @property
+    def sinks(self) -> SinkPool:
+        return self.descry.sinks
+
+    @property
     def backend_name(self) -> str:
-        return self.enricher.engine.backend.name
+        return self.descry.engine.backend.name
 
     async def caption(
         self, ref: ImageRef, request: CaptionRequest, *, deliver: list[str] | None = None
     ) -> Captioned:
         """Enrich one image, then deliver it to the request's sinks (or ``deliver`` when given)."""
-        names = self.sinks.check(
-            deliver if deliver is not None else self.sinks.names_for(request.sinks, asset_id=request.asset_id)
-        )
-        enrichment = await self.enricher.enrich(ref, request, trusted_paths=False)
+        result = await self.descry.enrich(ref, request, sinks=deliver)
+        assert result.enrichment is not None
         self.metrics.image_done()
-        delivery = await self.sinks.deliver(names, enrichment, ref)
-        for sink, error in delivery.items():
+        for sink, error in result.delivery.items():
             if error:
                 self.metrics.failure("delivery_failed")
                 log.warning("delivery to %s failed for %s: %s", sink, ref.name, error)
-        return Captioned(enrichment, delivery)
+        return Captioned(result.enrichment, result.delivery)
 
     async def caption_many(
         self, items: list[tuple[ImageRef, CaptionRequest]], *, retry_overloaded: bool = False

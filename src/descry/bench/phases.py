@@ -17,7 +17,6 @@ from descry.config import ImageLimits
 from descry.engine.pipeline import Engine
 from descry.imaging import decode, decode_full
 from descry.schemas import GenerationParams
-from descry.sources import upload_ref
 
 PROMPT = "Describe this image in one sentence."
 PHI_PROMPT = "<|user|>\n<|image_1|>\n{text}<|end|>\n<|assistant|>\n"
@@ -190,7 +189,7 @@ async def engine_run(
     async def one(name: str, data: bytes) -> Sample:
         async with limit:
             t0 = time.perf_counter()
-            decoded = await engine.load_image(upload_ref(name, data))
+            decoded = await asyncio.to_thread(decode, data, name, engine.settings.limits, engine.target_pixels)
             t1 = time.perf_counter()
             gen = await engine.generate(Prompted(image=decoded.image, params=params))
             t2 = time.perf_counter()

@@ -1,6 +1,7 @@
-"""The engine: one loaded model, image decoding on threads, and the dynamic batcher.
+"""The engine: one loaded model and the dynamic batcher; nothing else.
 
-It starts and stops on its own (library first); the API, CLI and jobs wrap it.
+Images arrive decoded (``descry.sources.SourceReader`` reads and decodes them); the library
+object ``descry.Descry`` starts and stops the engine for every face.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from descry.backends.base import Backend, Generation, ModelSpec, Prompted
@@ -17,9 +17,6 @@ from descry.backends.registry import create_backend
 from descry.config import Settings
 from descry.engine.batcher import DynamicBatcher
 from descry.errors import DescryError, ModelLoadFailed, ModelNotReady
-from descry.imaging import DecodedImage, decode
-from descry.schemas import ImageRef
-from descry.sources import read_bytes
 
 log = logging.getLogger("descry.engine")
 
@@ -59,7 +56,6 @@ class Engine:
         self.settings = settings
         self.backend = backend or create_backend(settings.model, test_mode=settings.test_mode)
         self.state = EngineState()
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="descry-decode")
         self._batcher: DynamicBatcher | None = None
 
     @property
@@ -116,7 +112,6 @@ class Engine:
         if self._batcher:
             await self._batcher.stop()
             self._batcher = None
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.backend.close)
         self.state = EngineState(status="stopped")
 
@@ -126,15 +121,6 @@ class Engine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    async def load_image(self, ref: ImageRef, *, trusted_paths: bool = True) -> DecodedImage:
-        """Read and decode one image off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decode_pool, self._load_sync, ref, trusted_paths)
-
-    def _load_sync(self, ref: ImageRef, trusted_paths: bool) -> DecodedImage:
-        data = read_bytes(ref, self.settings.sources, self.settings.limits, trusted_paths=trusted_paths)
-        return decode(data, ref.name, self.settings.limits, self.target_pixels)
 
     async def generate(self, item: Prompted) -> Generation:
         """One image through the batcher; concurrent calls share device batches."""

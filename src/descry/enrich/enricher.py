@@ -1,7 +1,7 @@
-"""The Enricher: the one entry point every face calls for one image.
+"""The Enricher: one decoded image through the caption agent (judge and retry), tags and the
+optional enhancement into an Enrichment.
 
-load → caption agent (judge and retry) → tags → optional enhancement → Enrichment;
-delivery to sinks is a separate step so durable jobs can record it once per key.
+It reads nothing: ``descry.Descry`` reads and decodes first, and delivers to sinks after.
 """
 
 from __future__ import annotations
@@ -35,17 +35,11 @@ class Enricher:
         return CaptionAgent(self.engine.generate, backend.spec, backend.capabilities, self.settings.agent)
 
     async def enrich(
-        self,
-        ref: ImageRef,
-        request: CaptionRequest,
-        *,
-        trusted_paths: bool = True,
-        image: DecodedImage | None = None,
+        self, ref: ImageRef, request: CaptionRequest, image: DecodedImage, *, decode_s: float = 0.0
     ) -> Enrichment:
-        t0 = time.perf_counter()
-        if image is None:
-            image = await self.engine.load_image(ref, trusted_paths=trusted_paths)
+        """Caption, tag and polish one decoded image; ``decode_s`` is how long reading it took."""
         t1 = time.perf_counter()
+        t0 = t1 - decode_s
         outcome = await self._agent().run(image.image, request)
         t2 = time.perf_counter()
         tags = await self._tags(outcome.caption, image, request)

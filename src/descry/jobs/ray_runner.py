@@ -2,10 +2,11 @@
 
     refs ─► read + decode (CPU tasks) ─► enrich (actor pool: one model per replica) ─► driver
 
-Reading and decoding are spread over the cluster's CPUs; each replica loads the model once and
-enriches whole batches with the same Engine and Enricher as every other face. A bad image becomes
-a row with an error, never a crashed pipeline. Settings travel to the workers as a pickled object:
-nothing on a worker reads the environment.
+Reading and decoding are spread over the cluster's CPUs (``read_bytes`` under the local user's
+``TrustPolicy``, then ``decode``); each replica holds one ``Descry``, loads the model once and hands
+it the decoded images through ``Descry.enrich_decoded``, the library's one documented second way in.
+Results are delivered by the driver. A bad image becomes a row with an error, never a crashed
+pipeline. Settings travel to the workers as a pickled object: nothing on a worker reads the environment.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any
 
 from descry.backends.registry import resolve_spec
 from descry.config import Settings
-from descry.engine.pipeline import Engine, describe_error, target_pixels_for
-from descry.enrich.enricher import Enricher
+from descry.core import Descry
+from descry.engine.pipeline import describe_error, target_pixels_for
 from descry.errors import ConfigError, DescryError, ModelError
 from descry.imaging import DecodedImage, decode
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, SourceKind
-from descry.sources import read_bytes
+from descry.sources import TrustPolicy, read_bytes
 
 ResultHook = Callable[[ImageRef, Enrichment | None, ItemError | None], None]
 DECODE_BATCH = 16
@@ -98,7 +99,7 @@ def _decode_row(row: dict[str, Any], settings: Settings, pixels: int) -> dict[st
     ref = row_ref(row)
     out: dict[str, Any] = {key: row[key] for key in _REF_FIELDS}
     try:
-        data = read_bytes(ref, settings.sources, settings.limits)
+        data = read_bytes(ref, settings.sources, settings.limits, policy=TrustPolicy.local(settings.sources))
         image = decode(data, ref.name, settings.limits, pixels)
     except Exception as exc:  # one unreadable image becomes an error row
         code, message = describe_error(exc)
@@ -138,18 +139,27 @@ def _decoded_image(row: dict[str, Any]) -> DecodedImage:
 
 
 class EnrichReplica:
-    """Ray Data actor: one Engine and Enricher, loaded once, driven by one event loop of its own."""
+    """Ray Data actor: one Descry, its model loaded once, driven by one event loop of its own."""
 
     def __init__(self, settings: Settings, request: CaptionRequest) -> None:
         self.request = request
         self.loop = asyncio.new_event_loop()
         self.load_error: Exception | None = None
-        self.engine = Engine(settings)
+        self.descry = Descry(settings, autostart=False)
         try:
-            self.loop.run_until_complete(self.engine.start())
+            self.loop.run_until_complete(self.descry.start())
         except Exception as exc:  # raised from the first batch, where Ray keeps the original error
             self.load_error = exc
-        self.enricher = Enricher(self.engine, settings)
+
+    def __del__(self) -> None:
+        """Ray Data drops the actor's UDF when the pool shuts down: close the Descry and the loop."""
+        loop = getattr(self, "loop", None)
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.run_until_complete(self.descry.close())
+        finally:
+            loop.close()
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -168,11 +178,12 @@ class EnrichReplica:
         if row["error_code"]:
             return out
         try:
-            enrichment = await self.enricher.enrich(row_ref(row), self.request, image=_decoded_image(row))
+            result = await self.descry.enrich_decoded(row_ref(row), _decoded_image(row), self.request, sinks=[])
         except Exception as exc:  # each image fails alone
             code, message = describe_error(exc)
             return {**out, "error_code": code, "error_message": message}
-        return {**out, "enrichment": enrichment.model_dump_json()}
+        assert result.enrichment is not None
+        return {**out, "enrichment": result.enrichment.model_dump_json()}
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Durable jobs wired to descry: the store, workers that run the Enricher, and sink delivery.
+"""Durable jobs wired to descry: the store, workers that run images through a Descry, and sink delivery.
 
 ``descry serve`` runs this in-process; ``descry worker`` runs only the workers, so several
 machines can share one PostgreSQL database.
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from descry.config import Settings
-from descry.enrich.enricher import Enricher
+from descry.core import Descry
 from descry.jobs.inputs import ItemInput
 from descry.jobs.store import SqlJobStore, submit_uploads
 from descry.jobs.worker import Deliver, Worker, WorkerStats
@@ -23,22 +23,26 @@ log = logging.getLogger("descry.jobs")
 
 
 class JobService:
-    """Owns the job store and, when given an Enricher, the workers that process its images."""
+    """Owns the job store and, when given a Descry, the workers that process its images.
+
+    The Descry's trust policy is the jobs' (the API's and ``descry worker``'s: network, so server
+    paths are read only inside the allowed roots); its sinks are the ones jobs deliver to.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        enricher: Enricher | None = None,
+        descry: Descry | None = None,
         store: SqlJobStore | None = None,
         *,
         sinks: SinkPool | None = None,
     ) -> None:
         self.settings = settings
-        self.enricher = enricher
+        self.descry = descry
         url = settings.jobs.url_for(settings.data_dir)
         self.store = store or SqlJobStore(url, schema=settings.jobs.database_schema)
-        self.sinks = sinks or SinkPool(settings)
-        self._owns_sinks = sinks is None
+        self.sinks = sinks or (descry.sinks if descry is not None else SinkPool(settings))
+        self._owns_sinks = sinks is None and descry is None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[WorkerStats]] = []
 
@@ -66,15 +70,15 @@ class JobService:
         )
 
     def worker(self) -> Worker:
-        """A worker bound to this service's Enricher and sinks."""
-        if self.enricher is None:
-            raise RuntimeError("JobService.worker needs an Enricher")
+        """A worker bound to this service's Descry and sinks."""
+        if self.descry is None:
+            raise RuntimeError("JobService.worker needs a Descry")
         return Worker(
             self.store,
             self._process,
             settings=self.settings.jobs,
             deliver=self._deliveries(),
-            model=self.enricher.model_name,
+            model=self.descry.model_name,
             data_dir=self.settings.data_dir,
             default_sinks=self.settings.sinks.default,
         )
@@ -93,9 +97,11 @@ class JobService:
         self._tasks.clear()
 
     async def _process(self, item: ItemInput, request: CaptionRequest) -> Enrichment:
-        assert self.enricher is not None
+        assert self.descry is not None
         ref = await asyncio.to_thread(item.to_ref)
-        return await self.enricher.enrich(ref, request, trusted_paths=False)
+        result = await self.descry.enrich(ref, request, sinks=[])  # the worker delivers, once per ledger key
+        assert result.enrichment is not None
+        return result.enrichment
 
     def _deliveries(self) -> dict[str, Deliver]:
         """One deliver callable per known sink; a request's ``sinks`` pick among them, else the defaults."""

@@ -46,6 +46,11 @@ class ModelSettings(BaseModel):
     request_timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
     max_concurrency: int = Field(16, ge=1, le=1024)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='backend options, checked against the backend (e.g. {"max_pixels": 602112}); '
+        "unknown ones are refused",
+    )
 
 
     def batch_size_for(self, device: str) -> int:

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from descry.errors import CapabilityError
+from descry.errors import CapabilityError, ConfigError
 from descry.schemas import GenerationParams
 
 DEFAULT_PARAMS = GenerationParams(max_new_tokens=64, temperature=0.0, top_p=1.0, num_beams=1, repetition_penalty=1.0)
+BRIEF = "Describe this image in one sentence."
+DETAILED = "Describe this image in detail: the subjects, setting, colours, actions and any visible text."
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,83 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+class BackendOptions(BaseModel):
+    """A backend's options (``ModelSpec.options``); subclasses add typed fields. Unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+OptionsT = TypeVar("OptionsT", bound=BackendOptions)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, ready-made model: its spec and a one-line note for ``descry models``."""
+
+    spec: ModelSpec
+    note: str = ""
+
+
+def chat_spec(model_id: str, backend: str, **options: Any) -> ModelSpec:
+    """An instruction-following model prompted with descry's brief and detailed prompts."""
+    return ModelSpec(
+        model_id=model_id,
+        backend=backend,
+        default_prompt=BRIEF,
+        detailed_prompt=DETAILED,
+        params=DEFAULT_PARAMS.model_copy(update={"max_new_tokens": 96}),
+        options=dict(options),
+    )
+
+
+def options_error(backend: str, exc: ValidationError, known: Sequence[str]) -> ConfigError:
+    """One ConfigError naming every unknown or ill-typed option of a backend, and the options it has."""
+    errors = exc.errors()
+    unknown = [repr(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
+    bad = [f"option {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors if e["type"] != "extra_forbidden"]
+    parts = [f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"] if unknown else []
+    return ConfigError(
+        f"backend {backend}: {'; '.join(parts + bad)}",
+        hint=f"backend {backend} takes: {', '.join(sorted(known)) or 'no options'} (set with DESCRY_MODEL__OPTIONS)",
+    )
+
+
+def parse_options(model: type[OptionsT], backend: str, options: Mapping[str, Any]) -> OptionsT:
+    """Options as a backend's typed model; a ConfigError names any unknown or ill-typed one."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        raise options_error(backend, exc, list(model.model_fields)) from None
+
+
 class Backend(ABC):
-    """A model family. Subclasses set ``name`` and ``capabilities`` and implement the stages."""
+    """A model family. Subclasses set ``name`` and ``capabilities`` and implement the stages.
+
+    A family also declares what the registry aggregates: ``presets`` (name -> Preset), the
+    config.json ``model_types`` it serves, and its ``Options`` (pydantic, ``extra="forbid"``).
+    """
 
     name: str = "backend"
     capabilities: Capabilities = Capabilities()
+    presets: ClassVar[Mapping[str, Preset]] = {}
+    model_types: ClassVar[frozenset[str]] = frozenset()
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+
+    @classmethod
+    def spec_for(cls, model_id: str, backend: str) -> ModelSpec:
+        """The spec of a model id or directory that is not a preset (defaults of the family)."""
+        return chat_spec(model_id, backend)
+
+    @classmethod
+    def claims_name(cls, model_id: str) -> bool:
+        """Whether a model id that is neither a preset nor a saved directory looks like this family."""
+        return False
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], backend: str | None = None) -> dict[str, Any]:
+        """The options this backend was given, validated and coerced (only those given)."""
+        typed = parse_options(cls.Options, backend or cls.name, options)
+        return typed.model_dump(exclude_unset=True)
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

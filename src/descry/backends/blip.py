@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from descry.backends import hf_common
-from descry.backends.base import Capabilities, Generation, Prompted
+from descry.backends.base import DEFAULT_PARAMS, Capabilities, Generation, ModelSpec, Preset, Prompted
 from descry.schemas import GenerationParams
 
 
@@ -30,6 +30,13 @@ class BlipBatch:
     groups: list[BlipGroup] = field(default_factory=list)
 
 
+def blip_spec(model_id: str, backend: str = "blip") -> ModelSpec:
+    """A BLIP captioner: no instruction prompts, short captions."""
+    return ModelSpec(
+        model_id=model_id, backend=backend, params=DEFAULT_PARAMS.model_copy(update={"max_new_tokens": 40})
+    )
+
+
 def _unpadded(encoded: Any) -> list[list[int]]:
     """Each tokenised prefix without its padding."""
     rows = encoded["input_ids"].tolist()
@@ -43,6 +50,20 @@ class BlipBackend(hf_common.TransformersBackend):
 
     name = "blip"
     capabilities = Capabilities(instruct=False, prompt=True, tasks=frozenset(), batching=True)
+    presets = {
+        "blip-base": Preset(blip_spec("Salesforce/blip-image-captioning-base"), "0.25B, short captions, fastest"),
+        "blip-large": Preset(blip_spec("Salesforce/blip-image-captioning-large"), "0.47B, short captions"),
+    }
+    model_types = frozenset({"blip"})
+
+    @classmethod
+    def spec_for(cls, model_id: str, backend: str) -> ModelSpec:
+        return blip_spec(model_id, backend)
+
+    @classmethod
+    def claims_name(cls, model_id: str) -> bool:
+        lowered = model_id.lower()
+        return "blip" in lowered and "blip2" not in lowered
 
 
     def load(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from descry.backends import hf_common
-from descry.backends.base import Capabilities, Generation, Prompted
+from descry.backends.base import DEFAULT_PARAMS, Capabilities, Generation, ModelSpec, Preset, Prompted
 from descry.errors import CapabilityError, ConfigError
 from descry.schemas import GenerationParams
 
@@ -36,6 +36,17 @@ class FlorenceBatch:
     groups: list[FlorenceGroup]
 
 
+def florence_spec(model_id: str, backend: str = "florence2") -> ModelSpec:
+    """A Florence-2 model: task tokens for brief and detailed captions, beam search."""
+    return ModelSpec(
+        model_id=model_id,
+        backend=backend,
+        default_task=DEFAULT_TASK,
+        detailed_task="<MORE_DETAILED_CAPTION>",
+        params=DEFAULT_PARAMS.model_copy(update={"max_new_tokens": 64, "num_beams": 3}),
+    )
+
+
 def _labels_text(labels: list[str]) -> str:
     """Detected labels as one line, each once, in order of first appearance."""
     return ", ".join(dict.fromkeys(label for label in labels if label))
@@ -48,6 +59,19 @@ class Florence2Backend(hf_common.TransformersBackend):
     capabilities = Capabilities(
         instruct=False, prompt=False, tasks=TASKS, batching=True, default_task=DEFAULT_TASK
     )
+    presets = {
+        "florence-2-base": Preset(florence_spec("florence-community/Florence-2-base"), "0.23B, fast on CPU (default)"),
+        "florence-2-large": Preset(florence_spec("florence-community/Florence-2-large"), "0.77B, better detail"),
+    }
+    model_types = frozenset({"florence2"})
+
+    @classmethod
+    def spec_for(cls, model_id: str, backend: str) -> ModelSpec:
+        return florence_spec(model_id, backend)
+
+    @classmethod
+    def claims_name(cls, model_id: str) -> bool:
+        return "florence" in model_id.lower()
 
     _markup: re.Pattern[str] | None = None
 

@@ -9,9 +9,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from descry.backends.base import Backend, ModelSpec
+from descry.backends.base import Backend, BackendOptions, ModelSpec
 from descry.backends.vision_attention import fuse_vision_attention
 from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory
 from descry.schemas import GenerationParams
@@ -319,9 +319,16 @@ def load_processor(spec: ModelSpec) -> Any:
         raise model_not_found(spec, exc) from exc
 
 
+class TransformersOptions(BackendOptions):
+    """Options every transformers backend reads."""
+
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+
+
 class TransformersBackend(Backend):
     """A backend holding a transformers model and processor; closing drops both and frees the device."""
 
+    Options = TransformersOptions
     model: Any = None
     processor: Any = None
     dtype: Any = None

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
+from pydantic import Field
 
-from descry.backends.base import Backend, Capabilities, Generation, ModelSpec, Prompted
+from descry.backends.base import Backend, BackendOptions, Capabilities, Generation, ModelSpec, Prompted, parse_options
 from descry.errors import ConfigError, DescryError, ModelNotFound
 from descry.openai_client import ChatClient, ChatResult
 
@@ -69,11 +70,23 @@ def served_match(model: str, served: list[str]) -> bool:
     return model in served or f"{model}:latest" in served
 
 
+class OpenAICompatOptions(BackendOptions):
+    """Where the server is and how to talk to it."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    request_timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    max_concurrency: int = Field(16, ge=1, le=1024)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request")
+
+
 class OpenAICompatBackend(Backend):
     """Caption through a remote OpenAI-compatible chat completions API."""
 
     name = "openai_compat"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True, structured_output=True)
+    Options = OpenAICompatOptions
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -82,13 +95,17 @@ class OpenAICompatBackend(Backend):
         self.served: list[str] = []
 
     @property
+    def settings(self) -> OpenAICompatOptions:
+        """The spec's options, typed."""
+        return parse_options(OpenAICompatOptions, self.name, self.spec.options)
+
+    @property
     def base_url(self) -> str | None:
-        url = self.spec.options.get("base_url")
-        return str(url) if url else None
+        return self.settings.base_url or None
 
     @property
     def max_concurrency(self) -> int:
-        return max(1, int(self.spec.options.get("max_concurrency") or 16))
+        return self.settings.max_concurrency
 
     def load(self) -> None:
         """Connect, and check that the server is up and serves the model."""
@@ -97,13 +114,13 @@ class OpenAICompatBackend(Backend):
                 f"the openai_compat backend needs the URL of the server that serves {self.spec.model_id}",
                 hint="pass --base-url http://localhost:8000/v1 or set DESCRY_MODEL__BASE_URL",
             )
-        options = self.spec.options
+        options = self.settings
         client = ChatClient(
             self.base_url,
-            options.get("api_key"),
-            timeout=float(options.get("request_timeout") or 120.0),
-            max_retries=int(options.get("max_retries", 3)),
-            max_connections=self.max_concurrency,
+            options.api_key,
+            timeout=options.request_timeout,
+            max_retries=options.max_retries,
+            max_connections=options.max_concurrency,
         )
         try:
             self.served = client.list_models()
@@ -132,7 +149,7 @@ class OpenAICompatBackend(Backend):
         super().close()
 
     def preprocess(self, items: Sequence[Prompted]) -> list[ChatRequest]:
-        base_extra = dict(self.spec.options.get("extra_body") or {})
+        base_extra = dict(self.settings.extra_body)
         return [self._request(item, base_extra) for item in items]
 
     def _request(self, item: Prompted, base_extra: dict[str, Any]) -> ChatRequest:

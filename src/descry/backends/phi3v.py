@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import Field
+
 from descry.backends import hf_common, phi3v_compat
-from descry.backends.base import Capabilities, Generation, Prompted
+from descry.backends.base import Capabilities, Generation, ModelSpec, Preset, Prompted, chat_spec
 from descry.errors import ConfigError
 from descry.schemas import GenerationParams
 
@@ -62,11 +64,34 @@ def num_crops_option(options: dict[str, Any]) -> int:
     return crops
 
 
+def phi3v_spec(model_id: str, backend: str = "phi3v") -> ModelSpec:
+    """A Phi-3(.5)-vision model: its own remote code, chat prompts, four crops."""
+    return replace(chat_spec(model_id, backend, num_crops=DEFAULT_NUM_CROPS), trust_remote_code=True)
+
+
+class Phi3VisionOptions(hf_common.TransformersOptions):
+    """Phi-3-vision's options: how many HD crops an image is cut into."""
+
+    num_crops: int = Field(DEFAULT_NUM_CROPS, ge=1, le=MAX_NUM_CROPS)
+
+
 class Phi3VisionBackend(hf_common.TransformersBackend):
     """microsoft/Phi-3.5-vision-instruct (and Phi-3-vision): the causal-LM class from its remote code."""
 
     name = "phi3v"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
+    presets = {"phi-3.5-vision": Preset(phi3v_spec("microsoft/Phi-3.5-vision-instruct"), "4.2B instruct, remote code")}
+    model_types = frozenset({"phi3_v"})
+    Options = Phi3VisionOptions
+
+    @classmethod
+    def spec_for(cls, model_id: str, backend: str) -> ModelSpec:
+        return phi3v_spec(model_id, backend)
+
+    @classmethod
+    def claims_name(cls, model_id: str) -> bool:
+        lowered = model_id.lower()
+        return "phi-3" in lowered and "vision" in lowered
 
     batcher: phi3v_compat.LegacyProcessor | None = None
 

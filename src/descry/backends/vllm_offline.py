@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from descry.backends import hf_common
-from descry.backends.base import Backend, Capabilities, Generation, Prompted
+from descry.backends.base import Backend, BackendOptions, Capabilities, Generation, Prompted, parse_options
 from descry.backends.openai_compat import FALLBACK_PROMPT, image_data_url, vision_messages
 from descry.schemas import GenerationParams
 
@@ -22,11 +24,18 @@ class VLLMBatch:
     sampling: list[Any]
 
 
+class VLLMOptions(BackendOptions):
+    """Keyword arguments for ``vllm.LLM`` (e.g. gpu_memory_utilization, max_model_len), over descry's."""
+
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
+
+
 class VLLMBackend(Backend):
     """A vision-language model run by vLLM inside this process."""
 
     name = "vllm"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
+    Options = VLLMOptions
     llm: Any = None
 
     def load(self) -> None:
@@ -37,7 +46,7 @@ class VLLMBackend(Backend):
             "trust_remote_code": self.spec.trust_remote_code,
             "dtype": self.spec.dtype,
             "limit_mm_per_prompt": {"image": 1},
-            **self.spec.options.get("vllm_args", {}),
+            **parse_options(VLLMOptions, self.name, self.spec.options).vllm_args,
         }
         if self.spec.quantization != "none":
             args.setdefault("quantization", "bitsandbytes")

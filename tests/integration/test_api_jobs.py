@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,20 @@ async def test_cancel_stops_a_job(settings: Settings) -> None:
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         job = await finished(client, job_id)
         assert job["state"] == "cancelled" and job["done"] < 20
+
+
+async def test_an_unknown_sink_is_refused_at_submission(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "defaults.jsonl"
+    config = api_settings(settings, sinks={"jsonl_path": out, "default": ["jsonl"]})
+    async with serve(config, EchoBackend()) as (client, _app):
+        refused = await client.post("/v1/jobs", files=[upload("a.jpg", jpeg())], data={"sinks": "log,carrier-pigeon"})
+        seed = await client.post("/async-batch-caption", files=[upload("a.jpg", jpeg())])
+        assert seed.status_code == 202, seed.text
+        plain = await client.post("/v1/jobs", files=[upload("b.jpg", jpeg())])
+        assert plain.status_code == 202
+        await finished(client, plain.json()["id"])
+        jobs = (await client.get("/v1/jobs")).json()
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "invalid_input" and "jsonl" in refused.json()["error"]["message"]
+    assert len(jobs) == 2  # the refused job was never stored
+    assert {json.loads(line)["name"] for line in out.read_text().splitlines()} >= {"b.jpg"}

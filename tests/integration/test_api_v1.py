@@ -188,3 +188,20 @@ async def test_openapi_documents_both_bodies(settings: Settings) -> None:
         components
     )
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_the_one_rule_on_the_caption_routes(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "defaults.jsonl"
+    config = api_settings(settings, sinks={"jsonl_path": out, "default": ["jsonl"]})
+    image = {"file": ("a.jpg", jpeg(), "image/jpeg")}
+    async with serve(config) as (client, _app):
+        plain = await client.post("/v1/caption", files=image)
+        assert plain.status_code == 200 and not plain.json()["delivery"]
+        assert not out.exists()  # a plain upload never starts writing files on the server
+        named = await client.post("/v1/caption", files=image, data={"asset_id": "A-1"})
+        assert named.json()["delivery"] == {"jsonl": None}
+        batch = await client.post(
+            "/v1/caption/batch", files=[upload("a.jpg", jpeg()), upload("b.jpg", jpeg())], data={"sinks": "log,nope"}
+        )
+    assert batch.status_code == 400 and batch.json()["error"]["code"] == "invalid_input"
+    assert len(out.read_text().splitlines()) == 1

@@ -63,7 +63,13 @@ class JobService:
         *,
         idempotency_key: str | None = None,
     ) -> str:
-        """Save the uploads and write the job with all its images before returning its id."""
+        """Save the uploads and write the job with all its images before returning its id.
+
+        The job's sinks are decided here by the one rule (a job that names none gets the defaults)
+        and stored with it; an unknown sink is an InputError (400) before anything is stored.
+        """
+        sinks = self.sinks.names_for(request.sinks, asset_id=request.asset_id, in_reply=False)
+        request = request.model_copy(update={"sinks": sinks})
         spec = JobSpec(request=request, sources=[ref.name for ref in others])
         return await submit_uploads(
             self.store, self.settings.data_dir, spec, files, others=others, idempotency_key=idempotency_key

@@ -53,9 +53,11 @@ async def enrich(
     asset_id: Annotated[str | None, Form(max_length=512, description="the asset's id in the MAM")] = None,
 ) -> EnrichResponse:
     """Caption, tags and reasoning trace; the result is delivered to the default sinks
-    (`DESCRY_SINKS__DEFAULT`, the `log` sink prints `[MAM] Updated asset ...`)."""
+    (`DESCRY_SINKS__DEFAULT`, the `log` sink prints `[MAM] Updated asset ...`): this route's reply
+    is a delivery report, so the one rule gives it the defaults with or without an asset id."""
     ref = await read_upload(file, settings.limits.max_bytes)
-    done = await service.caption(ref, CaptionRequest(asset_id=asset_id), deliver=service.sinks.default)
+    sinks = service.sinks.names_for(None, asset_id=asset_id, in_reply=False)
+    done = await service.caption(ref, CaptionRequest(asset_id=asset_id), deliver=sinks)
     enrichment = done.enrichment
     return EnrichResponse(
         caption=enrichment.caption,

@@ -99,6 +99,8 @@ async def caption_batch(
     """Multipart `files` parts (shared option fields), or JSON `{"items": [...]}` where each item names
     its own source and options. The images share device batches; one bad image fails only itself."""
     items = await _batch_items(request, settings)
+    for _ref, item_request in items:  # an unknown sink is refused before any image is captioned
+        service.sinks.names_for(item_request.sinks, asset_id=item_request.asset_id)
     started = time.perf_counter()
     outcomes = await service.caption_many(items)
     results = []

@@ -16,11 +16,12 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 import descry.bench
-import descry.cli
-import descry.cli_jobs
+import descry.cli.batch
+import descry.cli.caption
+import descry.cli.jobs
 from descry.backends.registry import PRESETS
-from descry.cli import app, format_rate, progress_rate
-from descry.cli_console import collected_warnings, print_models
+from descry.cli import app
+from descry.cli.console import collected_warnings, format_rate, print_models, progress_rate
 from descry.errors import MissingDependency
 from descry.runner import RunSummary
 
@@ -70,11 +71,12 @@ XMP = MissingDependency("pyexiv2", "xmp")
 
 
 def _break_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(descry.cli, "build_settings", _raise(XMP))
+    monkeypatch.setattr(descry.cli.caption, "build_settings", _raise(XMP))
+    monkeypatch.setattr(descry.cli.batch, "build_settings", _raise(XMP))
 
 
 def _break_job_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(descry.cli_jobs, "Settings", _raise(XMP))
+    monkeypatch.setattr(descry.cli.jobs, "Settings", _raise(XMP))
 
 
 def _break_bench(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,16 @@
-"""What the CLI writes on the terminal: errors printed verbatim, a quiet stderr when piped, the models list."""
+"""What the CLI writes on the terminal: errors printed verbatim, a quiet stderr when piped, the run summary,
+the models list."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,7 +18,15 @@ from rich.table import Table
 
 from descry.errors import DescryError
 
+if TYPE_CHECKING:
+    from descry.runner import RunSummary
+
 MAX_NOTES = 50
+
+
+def stderr_console() -> Console:
+    """The console for progress, errors and summaries; it writes to whatever sys.stderr is at the time."""
+    return Console(stderr=True)
 
 
 def print_error(console: Console, exc: DescryError) -> None:
@@ -118,3 +128,41 @@ def print_models(console: Console, rows: Sequence[dict[str, object]]) -> None:
     for line in [header, *lines]:
         text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[3]
         console.print(text.rstrip(), markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_rate(summary: RunSummary | None, now: float | None = None) -> str:
+    """The progress bar's rate: the summary's images/s, on the summary's clock, for the run so far."""
+    if summary is None or not summary.ok:
+        return ""
+    return format_rate(summary.rate_so_far(now))
+
+
+def format_rate(rate: float) -> str:
+    return f"{rate:.2f} img/s"
+
+
+def report_summary(err: Console, summary: RunSummary, notes: list[str] | None = None) -> None:
+    """The run's summary: one JSON line when stderr is piped, a sentence and a failures table on a terminal."""
+    if not err.is_terminal:
+        data = {
+            "total": summary.total,
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+            "seconds": round(summary.seconds, 3),
+            "failures": [f.model_dump() for f in summary.failures],
+        }
+        if notes:
+            data["warnings"] = notes
+        err.file.write(json.dumps(data) + "\n")
+        err.file.flush()
+        return
+    err.print(
+        f"{summary.ok} captioned, {summary.failed} failed, {summary.skipped} skipped "
+        f"in {summary.seconds:.1f}s ({format_rate(summary.images_per_second)})"
+    )
+    if summary.failures:
+        table = Table("image", "error", "message", title="failures")
+        for failure in summary.failures:
+            table.add_row(escape(failure.name), escape(failure.code), escape(failure.message))
+        err.print(table)

@@ -13,12 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from descry.cli_console import print_error
+from descry.cli.console import print_error, stderr_console
 from descry.config import Settings
 from descry.errors import DescryError
 
 jobs_app = typer.Typer(help="Inspect and cancel durable jobs.", no_args_is_help=True)
-err = Console(stderr=True)
 T = TypeVar("T")
 JobIdArg = Annotated[str, typer.Argument(help="the job's id (from `descry jobs list` or the API)")]
 
@@ -38,7 +37,7 @@ def _with_service(fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except DescryError as exc:
-        print_error(err, exc)
+        print_error(stderr_console(), exc)
         raise typer.Exit(2) from exc
 
 
@@ -106,12 +105,12 @@ def worker(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             service.start_workers(count)
-            err.print(f"{count} worker(s) running on {service.store.dialect}; Ctrl-C stops")
+            stderr_console().print(f"{count} worker(s) running on {service.store.dialect}; Ctrl-C stops")
             await stop.wait()
             await service.close()
 
     try:
         asyncio.run(go())
     except DescryError as exc:
-        print_error(err, exc)
+        print_error(stderr_console(), exc)
         raise typer.Exit(2) from exc

@@ -1,0 +1,5 @@
+"""`python -m descry.cli`."""
+
+from descry.cli import main
+
+main()

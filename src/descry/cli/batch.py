@@ -1,0 +1,132 @@
+"""`descry batch`: a folder or bucket into one JSONL or Parquet file, on this machine or a Ray cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from descry.backends.hub import quiet_output
+from descry.cli.console import report_summary, stderr_console
+from descry.cli.options import (
+    BackendOpt,
+    BaseUrlOpt,
+    BatchSizeOpt,
+    DetailOpt,
+    DeviceOpt,
+    DtypeOpt,
+    GlobOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    PromptOpt,
+    QuietOpt,
+    RecursiveOpt,
+    TaskOpt,
+    build_settings,
+    fail,
+)
+from descry.errors import DescryError
+from descry.schemas import CaptionRequest, GenerationParams
+from descry.sources import IMAGE_GLOBS, expand
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from descry.batch import BatchResult
+    from descry.runner import ResultHook
+
+
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="folders, image files or s3:// prefixes")],
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster)")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster, e.g. ray://head:10001 or auto")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="*.jsonl or *.parquet")] = Path("results.jsonl"),
+    sink: Annotated[list[str] | None, typer.Option("--sink", help="also deliver here (repeatable)")] = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    prompt: PromptOpt = None,
+    task: TaskOpt = None,
+    detail: DetailOpt = "brief",
+    max_tokens: MaxTokensOpt = None,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="Ray: model replicas (one per GPU)")] = None,
+    gpus_per_replica: Annotated[float | None, typer.Option(min=0, help="Ray: GPUs each (0 = CPU)")] = None,
+    num_cpus: Annotated[int | None, typer.Option(min=1, help="Ray: CPUs of a local cluster")] = None,
+    recursive: RecursiveOpt = True,
+    glob: GlobOpt = None,
+    tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags")] = True,
+    quiet: QuietOpt = False,
+) -> None:
+    """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
+    from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
+    from descry.sinks import build_sinks
+
+    err = stderr_console()
+    quiet_output(terminal=err.is_terminal)
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("use local or ray", param_hint="--engine")
+    ray_only = {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica}
+    if engine == "local" and (given := [name for name, value in ray_only.items() if value is not None]):
+        raise typer.BadParameter(f"{', '.join(given)} needs --engine ray", param_hint="--engine")
+    try:
+        settings = build_settings(
+            name=model, backend=backend, base_url=base_url, device=device, dtype=dtype, batch_size=batch_size
+        )
+        refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
+        out = BatchOutput(output)
+        sinks = build_sinks(sink or [], settings)
+    except DescryError as exc:
+        raise fail(exc) from exc
+    if not refs:
+        err.print("[yellow]no images found[/yellow] (check the path and --glob)")
+        raise typer.Exit(1)
+    params = GenerationParams(max_new_tokens=max_tokens)
+    request = CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params)
+    options = RayOptions(address, replicas, gpus_per_replica, num_cpus)
+    engine_name: EngineName = "ray" if engine == "ray" else "local"
+
+    def work(hook: ResultHook | None) -> Coroutine[Any, Any, BatchResult]:
+        return run_batch(settings, request, refs, out, sinks=sinks, engine=engine_name, ray=options, on_result=hook)
+
+    result = _with_progress(err, not quiet, work)
+    result.summary.failures.extend(result.delivery_failures)
+    report_summary(err, result.summary)
+    if err.is_terminal:
+        err.print(f"results in {escape(str(output))}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _with_progress(
+    err: Console, show: bool, work: Callable[[ResultHook | None], Coroutine[Any, Any, BatchResult]]
+) -> BatchResult:
+    """Run the batch, with a bar that moves one image on per result when stderr is a terminal."""
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
+    progress = Progress(*columns, console=err) if show and err.is_terminal else None
+    hook = None
+    if progress is not None:
+        progress.start()
+        hook = _advancer(progress, progress.add_task("enriching", total=None))
+    try:
+        return asyncio.run(work(hook))
+    except DescryError as exc:
+        raise fail(exc) from exc
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _advancer(progress: Progress, bar: TaskID) -> Any:
+    """An on_result hook that moves the bar one image on."""
+
+    def advance(*_: object) -> None:
+        progress.advance(bar)
+
+    return advance

@@ -85,6 +85,7 @@ class Descry:
         self.autostart = autostart
         self._start_lock = asyncio.Lock()
         self._started_engine = False
+        self._load_error: BaseException | None = None  # why the model could not load, as first raised
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -113,7 +114,11 @@ class Descry:
         async with self._start_lock:
             if self.engine.state.status == "stopped":
                 self._started_engine = True
-                await self.engine.start(on_batch=on_batch)
+                try:
+                    await self.engine.start(on_batch=on_batch)
+                except BaseException as exc:
+                    self._load_error = exc
+                    raise
             elif self.engine.state.status == "failed":
                 raise self.engine.state.load_failure()
 
@@ -155,20 +160,29 @@ class Descry:
         """Files, folders, URLs and S3 URIs or prefixes as ImageRefs, as this object's policy allows."""
         return await asyncio.to_thread(self.reader.expand, list(inputs), recursive=recursive, globs=globs)
 
-    def sink_names(self, request: CaptionRequest, sinks: list[str] | None = None) -> list[str]:
-        """The sinks a request delivers to (``sinks`` overrides the request); unknown ones raise InputError."""
-        names = sinks if sinks is not None else self.sinks.names_for(request.sinks, asset_id=request.asset_id)
-        return self.sinks.check(names)
+    def sink_names(
+        self, request: CaptionRequest, sinks: list[str] | None = None, *, in_reply: bool = True
+    ) -> list[str]:
+        """The sinks a request delivers to, by the one rule (``SinkPool.names_for``); ``sinks`` overrides
+        the request. ``in_reply``: the caller receives the result itself. Unknown names raise InputError."""
+        if sinks is not None:
+            return self.sinks.check(sinks)
+        return self.sinks.names_for(request.sinks, asset_id=request.asset_id, in_reply=in_reply)
 
     # -- one image ------------------------------------------------------------------------
 
     async def enrich(
-        self, source: Source, request: CaptionRequest | None = None, *, sinks: list[str] | None = None
+        self,
+        source: Source,
+        request: CaptionRequest | None = None,
+        *,
+        sinks: list[str] | None = None,
+        in_reply: bool = True,
     ) -> Result:
         """Read, decode, enrich and deliver one image; raises its error (a ``DescryError`` on purpose)."""
         request = request or CaptionRequest()
         ref = self.ref_for(source)
-        names = self.sink_names(request, sinks)
+        names = self.sink_names(request, sinks, in_reply=in_reply)
         image, decode_s = await self._decode(ref)
         await self._ensure_model()
         return await self._finish(ref, request, image, names, decode_s=decode_s)
@@ -207,6 +221,7 @@ class Descry:
         request: CaptionRequest | None = None,
         *,
         sinks: list[str] | None = None,
+        in_reply: bool = True,
         concurrency: int | None = None,
     ) -> AsyncIterator[Result]:
         """Every source, ``concurrency`` at a time, yielded as each finishes (completion order).
@@ -216,7 +231,7 @@ class Descry:
         is safe inside ``contextlib.aclosing(d.enrich_many(...))``, which cancels what still runs.
         """
         request = request or CaptionRequest()
-        names = self.sink_names(request, sinks)
+        names = self.sink_names(request, sinks, in_reply=in_reply)
         limit = concurrency or self.concurrency
         queued = iter(enumerate(sources))
         running: set[asyncio.Task[Result]] = set()
@@ -229,7 +244,7 @@ class Descry:
                 finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(finished, key=_index_of):
                     if isinstance(task.exception(), _ModelFailed):
-                        raise _cause(task.exception())
+                        raise self._load_error or _cause(task.exception())
                     yield task.result()
         finally:
             for task in running:

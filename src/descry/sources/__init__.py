@@ -1,10 +1,10 @@
 """Sources: resolve inputs into ImageRefs, read them under a trust policy, decode them.
 
-    resolve.py  uploads, files, folders, server paths inside allowed roots
-    fetch.py    http(s) with the SSRF guard (vetted, pinned addresses; capped bytes and time)
-    s3.py       s3://bucket/key and s3://bucket/prefix/
-    policy.py   TrustPolicy: what a face lets its callers read
-    reader.py   SourceReader: fetch pool and decode pool; read_bytes for one ref
+resolve.py  uploads, files, folders, server paths inside allowed roots
+fetch.py    http(s) with the SSRF guard (vetted, pinned addresses; capped bytes and time)
+s3.py       s3://bucket/key and s3://bucket/prefix/
+policy.py   TrustPolicy: what a face lets its callers read
+reader.py   SourceReader: fetch pool and decode pool; read_bytes for one ref
 """
 
 from descry.sources.fetch import check_url, fetch_url, pinned_request

@@ -28,7 +28,7 @@ def parse_s3(uri: str) -> tuple[str, str]:
 
 
 def s3_client(settings: SourceSettings) -> Any:
-    from descry.backends.hf_common import require
+    from descry.errors import require
 
     boto3 = require("boto3", "s3")
     botocore_config = require("botocore.config", "s3")
@@ -37,9 +37,7 @@ def s3_client(settings: SourceSettings) -> Any:
         read_timeout=settings.fetch_timeout,
         retries={"max_attempts": 3, "mode": "standard"},
     )
-    return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region, config=timeouts
-    )
+    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region, config=timeouts)
 
 
 def expand_s3(uri: str, settings: SourceSettings, *, globs: Iterable[str] = IMAGE_GLOBS) -> list[ImageRef]:

@@ -83,51 +83,14 @@ async def bench_model(
     params = fixed_params(case.max_new_tokens)
     settings = bench_settings(profile, case, built, workdir / "data")
     engine = Engine(settings)
-    result: dict[str, Any] = {
-        "model": built.label,
-        "parameters": built.parameters,
-        "backend": built.backend,
-        "dtype": profile.dtype,
-        "device": profile.device,
-        "image_size": list(profile.image_size),
-        "max_new_tokens": case.max_new_tokens,
-        "batch_size": case.batch_size,
-    }
+    result = _described(profile, case, built)
     try:
         log(f"[{case.key}] loading through descry ({built.parameters / 1e6:.0f}M parameters)")
         with MemoryPeak(cuda=cuda) as load_memory:
             await engine.start()
         result["load"] = {"seconds": round(engine.state.load_seconds or 0.0, 2), **load_memory.as_dict()}
-        log(f"[{case.key}] baseline: {case.baseline_images} images, one generate each")
-        chosen = images[: case.baseline_images]
-        with stock_attention(engine.backend.model) as fused:  # type: ignore[attr-defined]
-            result["baseline"] = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda).summary()
-        if fused:
-            log(f"[{case.key}] baseline again with descry's fused vision attention ({fused} blocks)")
-            again = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda, name="baseline_fused")
-            result["baseline_fused"] = again.summary()
-        log(f"[{case.key}] baseline {result['baseline']['images_per_second']} img/s; engine: {case.engine_images}")
-        warmup = case.batch_size if cuda else min(2, case.batch_size)
-        eng = await engine_phase(engine, images[: case.engine_images], params, warmup=warmup, cuda=cuda)
-        result["engine"] = eng.summary()
-        base_ips = result["baseline"]["images_per_second"]
-        result["engine"]["speedup"] = round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
-        log(f"[{case.key}] engine {result['engine']['images_per_second']} img/s ({result['engine']['speedup']}x)")
-        for variant in () if cuda else case.cpu_variants:
-            change = ENGINE_VARIANTS[variant]
-            summary = await _variant_engine(settings, change, images[: case.engine_images], params, base_ips)
-            result[f"engine_{variant}"] = summary
-            log(
-                f"[{case.key}] engine with {change} {summary['images_per_second']} img/s "
-                f"({summary['speedup']}x the fp32 baseline)"
-            )
-        if case.sweep:
-            log(f"[{case.key}] batch-size sweep: {', '.join(map(str, case.sweep))}")
-            result["sweep"] = await batch_sweep(engine, images, params, case.sweep, cuda=cuda)
-            log(
-                f"[{case.key}] sweep: "
-                + ", ".join(f"{k}: {v['images_per_second']} img/s" for k, v in result["sweep"].items())
-            )
+        _baselines(engine, case, images[: case.baseline_images], result, cuda=cuda, log=log)
+        await _engine_rows(engine, settings, images, params, case, result, cuda=cuda, log=log)
         result["http"] = await _http(engine, images, params, profile, case, cuda=cuda, enabled=http, log=log)
     except Exception as exc:  # keep what was measured before the failure
         log(f"[{case.key}] failed: {exc!r}")
@@ -138,6 +101,69 @@ async def bench_model(
         _release(cuda)
         shutil.rmtree(built.path, ignore_errors=True)
     return result
+
+
+def _described(profile: Profile, case: ModelCase, built: BuiltModel) -> dict[str, Any]:
+    """The head of a model's result: what was built and how it runs."""
+    return {
+        "model": built.label,
+        "parameters": built.parameters,
+        "backend": built.backend,
+        "dtype": profile.dtype,
+        "device": profile.device,
+        "image_size": list(profile.image_size),
+        "max_new_tokens": case.max_new_tokens,
+        "batch_size": case.batch_size,
+    }
+
+
+def _baselines(
+    engine: Engine, case: ModelCase, chosen: list[tuple[str, bytes]], result: dict[str, Any], *, cuda: bool, log: Log
+) -> None:
+    """One generate per image, with stock attention and, where descry fuses it, with the fused one."""
+    log(f"[{case.key}] baseline: {case.baseline_images} images, one generate each")
+    with stock_attention(engine.backend.model) as fused:  # type: ignore[attr-defined]
+        result["baseline"] = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda).summary()
+    if fused:
+        log(f"[{case.key}] baseline again with descry's fused vision attention ({fused} blocks)")
+        again = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda, name="baseline_fused")
+        result["baseline_fused"] = again.summary()
+    log(f"[{case.key}] baseline {result['baseline']['images_per_second']} img/s; engine: {case.engine_images}")
+
+
+async def _engine_rows(
+    engine: Engine,
+    settings: Settings,
+    images: list[tuple[str, bytes]],
+    params: Any,
+    case: ModelCase,
+    result: dict[str, Any],
+    *,
+    cuda: bool,
+    log: Log,
+) -> None:
+    """The in-process engine, its CPU variants and the batch-size sweep, each compared to the baseline."""
+    warmup = case.batch_size if cuda else min(2, case.batch_size)
+    eng = await engine_phase(engine, images[: case.engine_images], params, warmup=warmup, cuda=cuda)
+    result["engine"] = eng.summary()
+    base_ips = result["baseline"]["images_per_second"]
+    result["engine"]["speedup"] = round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
+    log(f"[{case.key}] engine {result['engine']['images_per_second']} img/s ({result['engine']['speedup']}x)")
+    for variant in () if cuda else case.cpu_variants:
+        change = ENGINE_VARIANTS[variant]
+        summary = await _variant_engine(settings, change, images[: case.engine_images], params, base_ips)
+        result[f"engine_{variant}"] = summary
+        log(
+            f"[{case.key}] engine with {change} {summary['images_per_second']} img/s "
+            f"({summary['speedup']}x the fp32 baseline)"
+        )
+    if case.sweep:
+        log(f"[{case.key}] batch-size sweep: {', '.join(map(str, case.sweep))}")
+        result["sweep"] = await batch_sweep(engine, images, params, case.sweep, cuda=cuda)
+        log(
+            f"[{case.key}] sweep: "
+            + ", ".join(f"{k}: {v['images_per_second']} img/s" for k, v in result["sweep"].items())
+        )
 
 
 async def _variant_engine(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -29,9 +29,22 @@ def fake(server: FakeOpenAIServer) -> FakeOpenAIServer:
     return server
 
 
-def enhancer(base_url: str, **kw: object) -> Enhancer:
-    options = {"model": MODEL, "base_url": base_url, "timeout": 2.0, "max_retries": 0, **kw}
-    return Enhancer(EnhanceSettings(enabled=True, **options))  # type: ignore[arg-type]
+Make = Callable[..., Enhancer]
+
+
+@pytest.fixture
+async def enhancer() -> AsyncIterator[Make]:
+    """Builds enhancers for a test and closes their HTTP clients after it."""
+    made: list[Enhancer] = []
+
+    def make(base_url: str, **kw: object) -> Enhancer:
+        options = {"model": MODEL, "base_url": base_url, "timeout": 2.0, "max_retries": 0, **kw}
+        made.append(Enhancer(EnhanceSettings(enabled=True, **options)))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for polish in made:
+        await polish.aclose()
 
 
 def assert_kept(outcome: object, reason_part: str | None = None) -> None:
@@ -43,7 +56,7 @@ def assert_kept(outcome: object, reason_part: str | None = None) -> None:
         assert reason_part in outcome.trace[0]  # type: ignore[attr-defined]
 
 
-async def test_success_keeps_the_original(fake: FakeOpenAIServer) -> None:
+async def test_success_keeps_the_original(fake: FakeOpenAIServer, enhancer: Make) -> None:
     fake.add(Rule(reply=POLISHED))
     polish = enhancer(fake.base_url, reasoning_effort="high")
     outcome = await polish.enhance(CAPTION, ["dog", "beach", "animals"])
@@ -60,13 +73,13 @@ async def test_success_keeps_the_original(fake: FakeOpenAIServer) -> None:
     assert CAPTION in body["messages"][1]["content"] and "beach" in body["messages"][1]["content"]
 
 
-async def test_preamble_in_the_reply_is_removed(fake: FakeOpenAIServer) -> None:
+async def test_preamble_in_the_reply_is_removed(fake: FakeOpenAIServer, enhancer: Make) -> None:
     fake.add(Rule(reply=f"Here is the improved caption: {POLISHED}"))
     outcome = await enhancer(fake.base_url).enhance(CAPTION, [])
     assert outcome.enhanced is True and outcome.caption == POLISHED
 
 
-async def test_server_down_keeps_the_original() -> None:
+async def test_server_down_keeps_the_original(enhancer: Make) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -74,16 +87,16 @@ async def test_server_down_keeps_the_original() -> None:
     assert_kept(outcome, "failed")
 
 
-async def test_server_error_keeps_the_original(fake: FakeOpenAIServer) -> None:
+async def test_server_error_keeps_the_original(fake: FakeOpenAIServer, enhancer: Make) -> None:
     fake.add(Rule(status=500))
     assert_kept(await enhancer(fake.base_url).enhance(CAPTION, []), "failed")
 
 
-async def test_unknown_model_keeps_the_original(fake: FakeOpenAIServer) -> None:
+async def test_unknown_model_keeps_the_original(fake: FakeOpenAIServer, enhancer: Make) -> None:
     assert_kept(await enhancer(fake.base_url, model="not-served").enhance(CAPTION, []), "not-served")
 
 
-async def test_slow_server_keeps_the_original_within_the_timeout(fake: FakeOpenAIServer) -> None:
+async def test_slow_server_keeps_the_original_within_the_timeout(fake: FakeOpenAIServer, enhancer: Make) -> None:
     fake.add(Rule(delay=5.0))
     t0 = time.perf_counter()
     outcome = await enhancer(fake.base_url, timeout=0.5).enhance(CAPTION, [])
@@ -105,13 +118,13 @@ async def test_slow_server_keeps_the_original_within_the_timeout(fake: FakeOpenA
     ],
 )
 async def test_junk_keeps_the_original(
-    fake: FakeOpenAIServer, reply: str, finish: str | None, reason: str
+    fake: FakeOpenAIServer, reply: str, finish: str | None, reason: str, enhancer: Make
 ) -> None:
     fake.add(Rule(reply=reply, finish_reason=finish))
     assert_kept(await enhancer(fake.base_url).enhance(CAPTION, ["dog"]), reason)
 
 
-async def test_empty_caption_is_not_sent(fake: FakeOpenAIServer) -> None:
+async def test_empty_caption_is_not_sent(fake: FakeOpenAIServer, enhancer: Make) -> None:
     outcome = await enhancer(fake.base_url).enhance("", ["dog"])
     assert outcome.enhanced is False and outcome.caption == ""
     assert fake.chat_requests == []

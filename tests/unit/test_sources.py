@@ -148,6 +148,7 @@ def web(tmp_path: Path):  # type: ignore[no-untyped-def]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", jpeg
     server.shutdown()
+    server.server_close()
 
 
 def test_fetch_checks_every_redirect_hop_and_caps_bytes(web) -> None:  # type: ignore[no-untyped-def]

@@ -91,14 +91,16 @@ def worker(
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=64, help="workers in this process")] = 1,
 ) -> None:
     """Run job workers without the HTTP server (share one PostgreSQL between machines)."""
-    from descry.engine.pipeline import Engine
-    from descry.enrich.enricher import Enricher
+    from descry.core import Descry
     from descry.jobs.service import JobService
+    from descry.sources import TrustPolicy
 
     async def go() -> None:
         settings = Settings()
-        async with Engine(settings) as engine:
-            service = JobService(settings, Enricher(engine, settings))
+        # jobs come from the API: their server paths are read only inside the allowed roots
+        async with Descry(settings, policy=TrustPolicy.network(settings.sources)) as descry:
+            await descry.start()
+            service = JobService(settings, descry)
             await service.open()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

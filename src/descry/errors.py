@@ -26,11 +26,18 @@
     ├── OutputError                  output_error          500
     └── DeliveryError                delivery_failed       502
 
+    (any other exception)            internal_error        500
+
 The HTTP mapping lives in ``descry.api.errors``; the codes above are stable and
 machine-readable; ``retryable`` tells workers whether trying again can help.
+``describe_error`` gives any exception its code and message, for summaries, results and jobs;
+``require`` imports an optional package or raises MissingDependency with the install command.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 
 class DescryError(Exception):
@@ -78,6 +85,15 @@ class MissingDependency(ConfigError):
             f"{needed_by} needs the Python package '{package}', which is not installed",
             hint=f"install it with: {install}",
         )
+
+
+def require(module: str, extra: str = "hf") -> Any:
+    """Import a heavy optional module, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else module
+        raise MissingDependency(missing.split(".")[0], extra) from exc
 
 
 class InputError(DescryError):
@@ -179,3 +195,10 @@ class OutputError(DescryError):
 class DeliveryError(DescryError):
     code = "delivery_failed"
     retryable = True
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """A stable code and a message for any error, for summaries and results."""
+    if isinstance(exc, DescryError):
+        return exc.code, str(exc)
+    return "internal_error", f"{type(exc).__name__}: {exc}"

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from descry.api.metrics import ApiMetrics
 from descry.core import Descry
-from descry.engine.pipeline import describe_error
-from descry.errors import Overloaded
+from descry.errors import Overloaded, describe_error
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 from descry.sinks.pool import SinkPool
 

@@ -13,19 +13,10 @@ from typing import Any, Literal, TypeVar
 
 from descry.backends.base import Backend, BackendOptions, ModelSpec
 from descry.backends.vision_attention import fuse_vision_attention
-from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory
+from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory, require
 from descry.schemas import GenerationParams
 
 T = TypeVar("T")
-
-
-def require(module: str, extra: str = "hf") -> Any:
-    """Import a heavy optional module, or say which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else module
-        raise MissingDependency(missing.split(".")[0], extra) from exc
 
 
 def resolve_device(requested: str) -> str:

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+from descry.errors import require
+
 PROBE_TIMEOUT_S = 3.0
 PROBE_TTL_S = 60.0
 
@@ -20,8 +22,6 @@ _probes: dict[str, tuple[float, bool]] = {}
 
 
 def _hub(module: str = "") -> Any:
-    from descry.backends.hf_common import require
-
     return require(f"huggingface_hub{'.' if module else ''}{module}")
 
 

@@ -16,7 +16,7 @@ from descry.backends.base import Backend, Generation, ModelSpec, Prompted
 from descry.backends.registry import create_backend
 from descry.config import Settings
 from descry.engine.batcher import DynamicBatcher
-from descry.errors import DescryError, ModelLoadFailed, ModelNotReady
+from descry.errors import DescryError, ModelLoadFailed, ModelNotReady, describe_error
 
 log = logging.getLogger("descry.engine")
 
@@ -125,10 +125,3 @@ class Engine:
     async def generate(self, item: Prompted) -> Generation:
         """One image through the batcher; concurrent calls share device batches."""
         return await self.batcher.submit(item)
-
-
-def describe_error(exc: BaseException) -> tuple[str, str]:
-    """A stable code and a message for any error, for summaries and results."""
-    if isinstance(exc, DescryError):
-        return exc.code, str(exc)
-    return "internal_error", f"{type(exc).__name__}: {exc}"

@@ -21,8 +21,8 @@ from typing import Any
 from descry.backends.registry import resolve_spec
 from descry.config import Settings
 from descry.core import Descry
-from descry.engine.pipeline import describe_error, target_pixels_for
-from descry.errors import ConfigError, DescryError, ModelError
+from descry.engine.pipeline import target_pixels_for
+from descry.errors import ConfigError, DescryError, ModelError, describe_error
 from descry.imaging import DecodedImage, decode
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, SourceKind
 from descry.sources import TrustPolicy, read_bytes
@@ -48,7 +48,7 @@ class RayOptions:
 
 
 def _require_ray() -> Any:
-    from descry.backends.hf_common import require
+    from descry.errors import require
 
     require("pyarrow", "ray")
     require("ray.data", "ray")

@@ -29,7 +29,7 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from descry.config import JobSettings
-from descry.errors import ConfigError, DescryError
+from descry.errors import ConfigError, DescryError, describe_error
 from descry.jobs.inputs import ItemInput, remove_uploads, sha256_file
 from descry.jobs.store import ClaimedItem, JobStore
 from descry.schemas import CaptionRequest, Enrichment, ItemError, SourceKind
@@ -237,10 +237,10 @@ class Worker:
         except _LeaseLost:
             self.stats.lost += 1
         except DescryError as exc:
-            await self._fail(item, exc.code, str(exc), exc.retryable, getattr(exc, "retry_after", None))
+            await self._fail(item, *describe_error(exc), exc.retryable, getattr(exc, "retry_after", None))
         except Exception as exc:
             log.exception("unexpected error on %s", item.input.name)
-            await self._fail(item, "internal_error", f"{type(exc).__name__}: {exc}", False, None)
+            await self._fail(item, *describe_error(exc), False, None)
 
     async def _work(self, item: ClaimedItem) -> None:
         sinks = self._sinks_for(item.request)

@@ -21,8 +21,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from descry import schemas
-from descry.backends.hf_common import require
-from descry.errors import OutputError
+from descry.errors import OutputError, require
 from descry.fileio import replacing
 from descry.sinks.files import image_location
 from descry.sinks.xmp_fields import DESCRY_NS, DESCRY_PREFIX, MetadataChanges, plan_changes

@@ -42,7 +42,7 @@ _MAX_PENDING_DELIVERIES = 64
 
 
 def _pyarrow() -> Any:
-    from descry.backends.hf_common import require
+    from descry.errors import require
 
     require("pyarrow.parquet", "ray")
     return require("pyarrow", "ray")
@@ -269,7 +269,7 @@ def _run_ray(
             try:
                 writer.write(enrichment)
             except Exception as exc:  # the row stays unwritten; the image is retried next run
-                from descry.engine.pipeline import describe_error
+                from descry.errors import describe_error
 
                 code, message = describe_error(exc)
                 enrichment, error = None, ItemError(name=ref.name, code=code, message=message)

@@ -71,11 +71,7 @@ def batch(
 
     err = stderr_console()
     quiet_output(terminal=err.is_terminal)
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter("use local or ray", param_hint="--engine")
-    ray_only = {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica}
-    if engine == "local" and (given := [name for name, value in ray_only.items() if value is not None]):
-        raise typer.BadParameter(f"{', '.join(given)} needs --engine ray", param_hint="--engine")
+    _check_engine(engine, {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica})
     try:
         settings = build_settings(
             name=model, backend=backend, base_url=base_url, device=device, dtype=dtype, batch_size=batch_size
@@ -102,6 +98,14 @@ def batch(
     if err.is_terminal:
         err.print(f"results in {escape(str(output))}")
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _check_engine(engine: str, ray_only: dict[str, object]) -> None:
+    """--engine is local or ray; the Ray-only options need --engine ray."""
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("use local or ray", param_hint="--engine")
+    if engine == "local" and (given := [name for name, value in ray_only.items() if value is not None]):
+        raise typer.BadParameter(f"{', '.join(given)} needs --engine ray", param_hint="--engine")
 
 
 def _with_progress(

@@ -17,8 +17,7 @@ MAX_FUNCTION_LINES = 60
 # module or function is within the limits (the run warns about entries that no longer break it).
 ALLOWED: frozenset[str] = frozenset(
     {
-        "src/descry/cli/batch.py:batch",  # the `descry batch` command
-        "src/descry/cli/caption.py:caption",  # the `descry caption` command
+        "src/descry/cli/caption.py:caption",  # `descry caption`: 69 lines in the CLI rework still in progress
     }
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,9 +24,9 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESCRY_")}
-    env.update(HF_HUB_OFFLINE="1", DESCRY_DECODE_THREADS="2")
+    env.update(HF_HUB_OFFLINE="1", DESCRY_DECODE_THREADS="2", **extra_env)
     return subprocess.run(
         [sys.executable, "-m", "descry.cli", *args],
         cwd=cwd,
@@ -113,6 +114,7 @@ def image_server(tmp_path: Path) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def test_url_caption_is_printed(tiny_blip: Path, tmp_path: Path, image_server: str) -> None:
@@ -211,3 +213,36 @@ def test_piped_stderr_stays_one_json_line_when_the_run_logs_and_warns(tiny_blip:
     notes = " ".join(data["warnings"])
     assert "tagging failed" in notes and "a library deprecation" in notes
     assert "Downloading" not in notes
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_sink_xmp_writes_xmp_and_the_configured_default_is_honoured(tiny_blip: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyexiv2")
+    files = mixed_folder(tmp_path / "photos", count=5)
+    result = run_cli("caption", str(tmp_path / "photos"), "--sink", "xmp", "--model", str(tiny_blip),
+                     "--max-tokens", "5", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert summary(result)["ok"] == 3
+    assert not list((tmp_path / "photos").rglob("*.txt"))  # --sink alone: only the sinks named
+    for image in files["good"]:
+        meta = json.loads(subprocess.run(["exiftool", "-j", "-G1", str(image.with_suffix(".xmp"))],
+                                         capture_output=True, text=True, check=True).stdout)[0]
+        assert str(meta["XMP-descry:MachineGenerated"]) == "True" and meta["XMP-dc:Description"]
+    # DESCRY_SINKS__DEFAULT picks the sinks when the command names none; resume asks them (the XMP marker)
+    again = run_cli("caption", str(tmp_path / "photos"), "--skip-existing", "--model", "/no/such/model",
+                    cwd=tmp_path, DESCRY_SINKS__DEFAULT='["xmp"]')
+    assert (summary(again)["skipped"], summary(again)["ok"]) == (3, 0)
+    assert not list((tmp_path / "photos").rglob("*.txt"))
+
+
+def test_an_unknown_sink_is_exit_2_before_any_work(tmp_path: Path) -> None:
+    photo = tmp_path / "one.png"
+    photo.write_bytes(image_bytes("PNG"))
+    caption = run_cli("caption", str(photo), "--sink", "carrier-pigeon", "--model", "/no/such/model", cwd=tmp_path)
+    default = run_cli("caption", str(photo), "--model", "/no/such/model", cwd=tmp_path,
+                      DESCRY_SINKS__DEFAULT='["nope"]')
+    batch = run_cli("batch", str(tmp_path), "--sink", "carrier-pigeon", "--model", "/no/such/model", cwd=tmp_path)
+    for result in (caption, default, batch):
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and "jsonl" in result.stderr  # the known sinks are listed
+    assert not list(tmp_path.glob("*.txt")) and not (tmp_path / "results.jsonl").exists()

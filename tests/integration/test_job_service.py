@@ -72,3 +72,25 @@ def test_jobs_cli_lists_shows_and_pages_results(tmp_path: Path, settings: Settin
     assert len(page) == 2
     missing = cli("show", "nope")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+async def test_workers_read_server_paths_only_inside_the_allowed_roots(settings: Settings, tmp_path: Path) -> None:
+    from descry.sources import TrustPolicy, path_ref
+
+    inside, outside = tmp_path / "allowed" / "in.png", tmp_path / "elsewhere" / "out.png"
+    for path in (inside, outside):
+        path.parent.mkdir()
+        path.write_bytes(image_bytes("PNG"))
+    settings = settings.model_copy(
+        update={"sources": settings.sources.model_copy(update={"allowed_roots": [inside.parent]})}
+    )
+    engine = Engine(settings, backend=EchoBackend())
+    async with Descry(settings, engine=engine, policy=TrustPolicy.network(settings.sources)) as descry:
+        service = JobService(settings, descry)
+        await service.open()
+        job_id = await service.submit(CaptionRequest(sinks=[]), others=[path_ref(inside), path_ref(outside)])
+        await service.worker().run_until_idle(job_id)
+        rows = await service.store.results(job_id, limit=10)
+        await service.close()
+    assert rows[0].result is not None
+    assert rows[1].error is not None and rows[1].error.code == "forbidden_source"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -23,10 +22,11 @@ from descry.config import Settings
 from descry.errors import InputError
 from descry.fileio import replacing
 from descry.jobs.ray_runner import RayOptions, enrich_with_ray, ray_session
-from descry.outputs import JsonlWriter, OutputPlan, jsonl_lines, jsonl_names
 from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 from descry.sinks import Sink, close_sinks, deliver_all, start_sinks
+from descry.sinks.jsonl import JsonlSink, jsonl_lines, jsonl_names
+from descry.sinks.pool import SinkPool
 
 BatchFormat = Literal["jsonl", "parquet"]
 EngineName = Literal["local", "ray"]
@@ -122,8 +122,9 @@ class BatchOutput:
             names.update(self._parquet_table(columns=["name"]).column("name").to_pylist())
         return names
 
-    def writer(self) -> JsonlWriter:
-        return JsonlWriter(self.journal, sys.stdout)
+    def writer(self) -> JsonlSink:
+        """The jsonl sink the rows go to (the same lines as every other jsonl sink)."""
+        return JsonlSink(self.journal)
 
     def finish(self) -> None:
         """Complete the output: for Parquet, rewrite it with the journal's rows, then drop the journal."""
@@ -241,11 +242,11 @@ async def run_batch(
             with ray_session(options):
                 summary = await asyncio.to_thread(_run_ray, settings, request, todo, writer, options, hook)
         else:
-            run = CaptionRun(settings, request, OutputPlan("jsonl", None), jsonl=writer)
+            run = CaptionRun(settings, request, SinkPool(settings, {"jsonl": writer}), ["jsonl"])
             summary = await run.run(todo, hook)
         await deliveries.drain()
     finally:
-        writer.close()
+        await writer.close()
         await close_sinks(sinks)
     output.finish()
     summary.total, summary.skipped = len(refs), len(refs) - len(todo)
@@ -256,7 +257,7 @@ def _run_ray(
     settings: Settings,
     request: CaptionRequest,
     refs: list[ImageRef],
-    writer: JsonlWriter,
+    writer: JsonlSink,
     options: RayOptions,
     hook: ResultHook,
 ) -> RunSummary:
@@ -267,7 +268,7 @@ def _run_ray(
     def collect(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
         if enrichment is not None:
             try:
-                writer.write(enrichment)
+                writer.write(enrichment, ref)
             except Exception as exc:  # the row stays unwritten; the image is retried next run
                 from descry.errors import describe_error
 

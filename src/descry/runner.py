@@ -1,17 +1,23 @@
-"""The CLI's caption run: ``Descry.enrich_many`` over the images, each result written as it comes."""
+"""The CLI's caption run: ``Descry.enrich_many`` over the images, each result delivered to its sinks as it comes.
+
+Sinks are the only way out: ``descry caption -f/-o/--sink`` and ``descry batch``'s result file are
+sinks in a SinkPool. A sink that fails fails that image (with the sink's error code), so a re-run
+with ``--skip-existing``, which asks the sinks what is done, tries it again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from descry.config import Settings
 from descry.core import Descry, Result
 from descry.engine.pipeline import Engine, describe_error
-from descry.outputs import JsonlWriter, OutputPlan, atomic_write_text, render
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
+from descry.sinks.base import Sink
+from descry.sinks.pool import SinkPool
 
 
 def images_per_second(ok: int, seconds: float) -> float:
@@ -43,52 +49,63 @@ ResultHook = Callable[[ImageRef, Enrichment | None, ItemError | None], None]
 
 
 class CaptionRun:
-    """One pass over a list of images, writing each result as soon as it is ready."""
+    """One pass over a list of images, delivering each result to ``names`` in ``sinks`` as soon as it is ready.
+
+    ``pending`` and ``run`` must share one event loop (sinks may start background work); the run
+    closes the pool when it ends.
+    """
 
     def __init__(
         self,
         settings: Settings,
         request: CaptionRequest,
-        plan: OutputPlan,
+        sinks: SinkPool,
+        names: Sequence[str],
         *,
-        jsonl: JsonlWriter | None = None,
         engine: Engine | None = None,
     ) -> None:
         self.settings = settings
         self.request = request
-        self.plan = plan
-        self.jsonl = jsonl
+        self.sinks = sinks
+        self.names = sinks.check(names)
         self.engine = engine
         self.summary: RunSummary | None = None  # the run in progress, for progress displays
 
-    def pending(self, refs: Iterable[ImageRef], skip_existing: bool) -> tuple[list[ImageRef], int]:
-        """The images still to do, and how many were skipped as already done."""
+    async def pending(self, refs: Iterable[ImageRef], skip_existing: bool) -> tuple[list[ImageRef], int]:
+        """The images still to do, and how many were skipped because every sink already has them."""
         refs = list(refs)
-        todo = [ref for ref in refs if not (skip_existing and self.plan.already_done(ref))]
+        if not skip_existing:
+            return refs, 0
+        done = await self.sinks.done_many(self.names, refs)
+        todo = [ref for ref, finished in zip(refs, done, strict=True) if not finished]
         return todo, len(refs) - len(todo)
 
     async def run(self, refs: list[ImageRef], on_result: ResultHook | None = None) -> RunSummary:
         """Caption every ref through one Descry; the model loads only once the first image has decoded."""
         summary = self.summary = RunSummary(total=len(refs))
         if not refs:
+            await self.sinks.close()
             return summary
         summary.started = time.perf_counter()
         try:
-            async with Descry(self.settings, engine=self.engine) as descry:
-                async for result in descry.enrich_many(refs, self.request):
-                    await self._record(result, summary, on_result)
+            async with Descry(self.settings, engine=self.engine, sinks=self.sinks) as descry:
+                sinks = await self.sinks.get(self.names)
+                async for result in descry.enrich_many(refs, self.request, sinks=[]):
+                    await self._record(result, sinks, summary, on_result)
         finally:
             summary.seconds = time.perf_counter() - summary.started
         return summary
 
-    async def _record(self, result: Result, summary: RunSummary, on_result: ResultHook | None) -> None:
+    async def _record(
+        self, result: Result, sinks: list[Sink], summary: RunSummary, on_result: ResultHook | None
+    ) -> None:
         """Write one result as soon as it is ready; a failed image or write is counted, never raised."""
         if result.enrichment is None:
             assert result.error is not None
             self._failed(result.ref, result.error, summary, on_result)
             return
         try:
-            await asyncio.to_thread(self._write, result.ref, result.enrichment)
+            await _deliver(sinks, result.enrichment, result.ref)
         except Exception as exc:  # each image fails alone
             code, message = describe_error(exc)
             self._failed(result.ref, ItemError(name=result.ref.name, code=code, message=message), summary, on_result)
@@ -104,9 +121,10 @@ class CaptionRun:
         if on_result:
             on_result(ref, None, error)
 
-    def _write(self, ref: ImageRef, enrichment: Enrichment) -> None:
-        path = self.plan.sidecar_path(ref)
-        if path is not None:
-            atomic_write_text(path, render(enrichment, self.plan.fmt))
-        elif self.jsonl is not None:
-            self.jsonl.write(enrichment)
+
+async def _deliver(sinks: list[Sink], enrichment: Enrichment, ref: ImageRef) -> None:
+    """Deliver to every sink; the first failure is raised (the others are still tried)."""
+    outcomes = await asyncio.gather(*(sink.deliver(enrichment, ref) for sink in sinks), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -177,18 +177,18 @@ def test_piped_stderr_is_only_the_json_summary(tiny_blip: Path, tmp_path: Path) 
 
 NOISY_RUN = """
 import logging, sys, warnings
-import descry.runner
+import descry.sinks.sidecar
 from descry.cli import main
 
-write = descry.runner.CaptionRun._write
+write = descry.sinks.sidecar.SidecarSink.write
 
-def noisy_write(self, ref, enrichment):  # what descry's own warnings and a chatty library do mid-run
+def noisy_write(self, enrichment, ref):  # what descry's own warnings and a chatty library do mid-run
     logging.getLogger("descry.enrich.tags").warning("tagging failed, returning no tags: %s", "test")
     warnings.warn("a library deprecation", UserWarning, stacklevel=1)
     sys.stderr.write("\\rDownloading: 0%|   |\\rDownloading: 100%|###|\\n")
-    return write(self, ref, enrichment)
+    return write(self, enrichment, ref)
 
-descry.runner.CaptionRun._write = noisy_write
+descry.sinks.sidecar.SidecarSink.write = noisy_write
 sys.argv[0] = "descry"
 main()
 """

@@ -14,7 +14,7 @@ import pytest
 
 from descry.config import Settings
 from descry.errors import OutputError
-from descry.outputs import atomic_write_text
+from descry.fileio import atomic_write
 from tests.security.conftest import ServerProcess, app_client
 from tests.security.corpus import picture
 
@@ -61,7 +61,7 @@ def test_a_failing_sink_does_not_fail_the_response(open_settings: Settings) -> N
 def test_read_only_output_folder_gives_a_clear_error_and_no_file() -> None:
     target = READ_ONLY_DIR / "descry-caption.txt"
     with pytest.raises(OutputError, match="read-only") as info:
-        atomic_write_text(target, "a caption\n")
+        atomic_write(target, b"a caption\n")
     assert info.value.hint
     assert not target.exists()
 
@@ -81,9 +81,9 @@ def test_failing_disk_leaves_no_partial_file(
 
     monkeypatch.setattr("descry.fileio.os.fsync", broken_fsync)
     with pytest.raises(OutputError, match=words):
-        atomic_write_text(out / "keep.txt", "new caption\n")
+        atomic_write(out / "keep.txt", b"new caption\n")
     with pytest.raises(OutputError, match=words):
-        atomic_write_text(out / "new.txt", "new caption\n")
+        atomic_write(out / "new.txt", b"new caption\n")
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "old caption\n"
 

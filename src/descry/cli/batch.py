@@ -68,6 +68,7 @@ def batch(
     """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
     from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
     from descry.sinks import build_sinks
+    from descry.sinks.pool import SinkPool
 
     err = stderr_console()
     quiet_output(terminal=err.is_terminal)
@@ -78,7 +79,9 @@ def batch(
         )
         refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
         out = BatchOutput(output)
-        sinks = build_sinks(sink or [], settings)
+        # the one rule: --sink names, else DESCRY_SINKS__DEFAULT when set, else none besides the output
+        names = SinkPool(settings, face_default=[]).names_for(sink, in_reply=False)
+        sinks = build_sinks(names, settings)
     except DescryError as exc:
         raise fail(exc) from exc
     if not refs:

@@ -1,4 +1,9 @@
-"""`descry caption`: images, folders, URLs or s3:// URIs to sidecars, JSONL or stdout, with a progress bar."""
+"""`descry caption`: images, folders, URLs or s3:// URIs to sinks (sidecars, JSONL, XMP, ...) or stdout.
+
+``-f/-o`` configure the CLI's own sink (a txt/json sidecar mirroring the input folders, or JSONL to a
+file or stdout); ``--sink`` names more. Which sinks run follows the one rule (docs/sinks.md): the
+named ones, else ``DESCRY_SINKS__DEFAULT`` when set, else the ``-f txt`` sidecar.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -32,18 +37,32 @@ from descry.cli.options import (
     build_settings,
     fail,
 )
+from descry.config import Settings
 from descry.errors import DescryError
-from descry.outputs import JsonlWriter, OutputFormat, OutputPlan
-from descry.runner import CaptionRun, ResultHook, RunSummary
+from descry.runner import CaptionRun, RunSummary
 from descry.schemas import CaptionRequest, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
+from descry.sinks.base import Sink
+from descry.sinks.jsonl import JsonlSink
+from descry.sinks.pool import SinkPool
+from descry.sinks.sidecar import SidecarSink
 from descry.sources import IMAGE_GLOBS, expand
+
+OutputFormat = Literal["txt", "json", "jsonl"]
 
 
 def caption(
     inputs: Annotated[list[str], typer.Argument(help="image files, folders, http(s) URLs or s3:// URIs")],
-    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="txt sidecars, json sidecars, or jsonl")] = "txt",
+    fmt: Annotated[
+        OutputFormat | None, typer.Option("--format", "-f", help="txt sidecars (default), json sidecars, or jsonl")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="a folder (txt/json) or file (jsonl)")] = None,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="skip images already captioned")] = False,
+    sink: Annotated[
+        list[str] | None,
+        typer.Option("--sink", help="deliver to this sink, e.g. xmp (repeatable; add -f to keep files)"),
+    ] = None,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="skip images every sink already has")
+    ] = False,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -93,18 +112,52 @@ def caption(
     )
     request = CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params)
     roots = [Path(i) for i in inputs if Path(i).is_dir()]
-    to_stdout = output is None and all(r.kind in (SourceKind.url, SourceKind.s3) for r in refs)
-    jsonl = JsonlWriter(output, sys.stdout) if fmt == "jsonl" else None
-    run = CaptionRun(settings, request, OutputPlan(fmt, output, roots), jsonl=jsonl)
-    to_stdout = to_stdout and fmt == "txt"
+    urls_only = output is None and all(r.kind in (SourceKind.url, SourceKind.s3) for r in refs)
+    try:
+        pool, names, to_stdout = choose_cli_sinks(settings, fmt, output, sink, roots, urls_only=urls_only)
+    except DescryError as exc:
+        raise fail(exc) from exc
+    run = CaptionRun(settings, request, pool, names)
     raise typer.Exit(_caption_all(err, run, refs, skip_existing=skip_existing, quiet=quiet, to_stdout=to_stdout))
+
+
+def own_sink(fmt: OutputFormat, output: Path | None, roots: list[Path]) -> Sink:
+    """The sink ``-f/-o`` configure: a sidecar mirroring ``roots`` below ``output``, or JSONL (stdout without -o)."""
+    if fmt == "jsonl":
+        return JsonlSink(output) if output is not None else JsonlSink(stream=sys.stdout)
+    return SidecarSink(fmt, output, roots)
+
+
+def choose_cli_sinks(
+    settings: Settings,
+    fmt: OutputFormat | None,
+    output: Path | None,
+    sink: list[str] | None,
+    roots: list[Path],
+    *,
+    urls_only: bool,
+) -> tuple[SinkPool, list[str], bool]:
+    """The pool, the sink names by the one rule (unknown: InputError, exit 2), and whether captions go
+    to stdout instead (URLs and S3 objects without -o and the txt format: printed, as before)."""
+    chosen: OutputFormat = fmt or "txt"
+    own_name = "jsonl" if chosen == "jsonl" else "sidecar"
+    given = fmt is not None or output is not None
+    requested = [*([own_name] if given else []), *(sink or [])] if given or sink else None
+    configured = "default" in settings.sinks.model_fields_set
+    use_own = given or (requested is None and not configured)
+    instances = {own_name: own_sink(chosen, output, roots)} if use_own else {}
+    pool = SinkPool(settings, instances, face_default=[own_name])
+    names = pool.names_for(requested, in_reply=False)
+    to_stdout = urls_only and use_own and chosen == "txt" and own_name in names
+    if to_stdout:
+        names.remove(own_name)
+    return pool, names, to_stdout
 
 
 def _caption_all(
     err: Console, run: CaptionRun, refs: list[ImageRef], *, skip_existing: bool, quiet: bool, to_stdout: bool
 ) -> int:
     """Run what is not done yet, report the summary, return the exit status."""
-    todo, skipped = run.pending(refs, skip_existing)
     if not refs:
         if err.is_terminal:
             err.print("[yellow]no images found[/yellow] (check the path and --glob)")
@@ -113,16 +166,26 @@ def _caption_all(
         return 1
     # piped: stderr is the JSON summary line only; warnings logged meanwhile go into it
     with nullcontext([]) if err.is_terminal else collected_warnings() as notes:
-        summary = _run_with_progress(err, run, todo, quiet=quiet, to_stdout=to_stdout)
-    summary.skipped = skipped
+        try:
+            summary = asyncio.run(_pending_then_run(err, run, refs, skip_existing, quiet=quiet, to_stdout=to_stdout))
+        except DescryError as exc:
+            raise fail(exc) from exc
     summary.total = len(refs)
-    if run.jsonl:
-        run.jsonl.close()
     report_summary(err, summary, notes)
     return 1 if summary.failed else 0
 
 
-def _run_with_progress(
+async def _pending_then_run(
+    err: Console, run: CaptionRun, refs: list[ImageRef], skip_existing: bool, *, quiet: bool, to_stdout: bool
+) -> RunSummary:
+    """Ask the sinks what is done, then caption the rest (one event loop for both)."""
+    todo, skipped = await run.pending(refs, skip_existing)
+    summary = await _run_with_progress(err, run, todo, quiet=quiet, to_stdout=to_stdout)
+    summary.skipped = skipped
+    return summary
+
+
+async def _run_with_progress(
     err: Console, run: CaptionRun, todo: list[ImageRef], *, quiet: bool, to_stdout: bool
 ) -> RunSummary:
     interactive = err.is_terminal and not quiet
@@ -134,7 +197,7 @@ def _run_with_progress(
             err.print(f"[red]failed[/red] {escape(error.name)}: {escape(error.message)}", highlight=False)
 
     if not interactive:
-        return _run(run, todo, printer)
+        return await run.run(todo, printer)
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -149,11 +212,4 @@ def _run_with_progress(
             progress.update(bar, advance=1, rate=progress_rate(run.summary))
             printer(ref, enrichment, error)
 
-        return _run(run, todo, hook)
-
-
-def _run(run: CaptionRun, todo: list[ImageRef], hook: ResultHook) -> RunSummary:
-    try:
-        return asyncio.run(run.run(todo, hook))
-    except DescryError as exc:
-        raise fail(exc) from exc
+        return await run.run(todo, hook)

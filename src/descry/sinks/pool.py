@@ -115,10 +115,14 @@ class SinkPool:
 
     async def done(self, names: Sequence[str], ref: ImageRef) -> bool:
         """Resume: True when every named sink already holds this image's result (none named: False)."""
+        return (await self.done_many(names, [ref]))[0]
+
+    async def done_many(self, names: Sequence[str], refs: Sequence[ImageRef]) -> list[bool]:
+        """``done`` for many images, asked in one worker thread."""
         if not names:
-            return False
+            return [False] * len(refs)
         sinks = await self.get(names)
-        return await asyncio.to_thread(lambda: all(sink_done(sink, ref) for sink in sinks))
+        return await asyncio.to_thread(lambda: [all(sink_done(s, ref) for s in sinks) for ref in refs])
 
     async def close(self) -> None:
         sinks = list({id(s): s for s in self._sinks.values()}.values())

@@ -31,7 +31,9 @@ class CaptionOptions(BaseModel):
     enhance: bool | None = Field(None, description="polish with the LLM; null: the server's setting")
     asset_id: str | None = Field(None, max_length=512, description="the asset's id in your MAM/DAM")
     sinks: list[str] | None = Field(
-        None, description="deliver to these sinks; null: the default sinks when asset_id is set, else none"
+        None,
+        description="deliver to these sinks (unknown: 400); null: the default sinks for a job or when asset_id "
+        "is set, else none",
     )
     params: GenerationParams = Field(default_factory=GenerationParams)
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from descry.config import Settings
-from descry.engine.pipeline import Engine, describe_error
+from descry.engine.pipeline import Engine
 from descry.enrich.enhance import Enhancer
 from descry.enrich.enricher import Enricher
+from descry.errors import describe_error
 from descry.imaging import DecodedImage
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, SourceKind
 from descry.sinks.pool import SinkPool

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from descry.config import Settings
 from descry.core import Descry, Result
-from descry.engine.pipeline import Engine, describe_error
+from descry.engine.pipeline import Engine
+from descry.errors import describe_error
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
 from descry.sinks.base import Sink
 from descry.sinks.pool import SinkPool

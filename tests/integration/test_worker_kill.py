@@ -60,6 +60,8 @@ async def test_killed_worker_is_replaced_and_nothing_is_done_twice(kind: str, tm
             assert first.poll() is None, "the worker must still be running when it is killed"
             os.kill(first.pid, signal.SIGKILL)
             assert first.wait(10) == -signal.SIGKILL
+            assert first.stdout is not None
+            first.stdout.close()
 
             before = await store.get_job(job)
             assert before.state == JobState.running

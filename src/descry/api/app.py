@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from descry import __version__
+from descry._version import __version__
 from descry.api.batches import BatchManager
 from descry.api.docs import install_docs
 from descry.api.errors import install_error_handlers

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from descry import schemas
 from descry.errors import DescryError
+from descry.schemas import Enrichment, ImageRef
 
 log = logging.getLogger("descry.sinks")
 
@@ -26,11 +26,11 @@ class Sink(Protocol):
 
     name: str
 
-    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
         """Deliver one enrichment; raise a DescryError when it cannot be done."""
         ...
 
-    def done(self, ref: schemas.ImageRef) -> bool:
+    def done(self, ref: ImageRef) -> bool:
         """Whether this image's result is already delivered here (resume skips it); False when unknown."""
         ...
 
@@ -39,7 +39,7 @@ class Sink(Protocol):
         ...
 
 
-def sink_done(sink: Sink, ref: schemas.ImageRef) -> bool:
+def sink_done(sink: Sink, ref: ImageRef) -> bool:
     """Ask a sink whether ``ref`` is done; a sink without ``done`` (an older plugin) never is."""
     done = getattr(sink, "done", None)
     if done is None:
@@ -51,12 +51,12 @@ def sink_done(sink: Sink, ref: schemas.ImageRef) -> bool:
         return False
 
 
-def asset_key(enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> str:
+def asset_key(enrichment: Enrichment, ref: ImageRef) -> str:
     """The id the destination knows the image by: the asset id, else the image's name."""
     return enrichment.asset_id or ref.name
 
 
-async def _deliver_one(sink: Sink, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> str | None:
+async def _deliver_one(sink: Sink, enrichment: Enrichment, ref: ImageRef) -> str | None:
     try:
         await sink.deliver(enrichment, ref)
     except DescryError as exc:
@@ -68,9 +68,7 @@ async def _deliver_one(sink: Sink, enrichment: schemas.Enrichment, ref: schemas.
     return None
 
 
-async def deliver_all(
-    sinks: Sequence[Sink], enrichment: schemas.Enrichment, ref: schemas.ImageRef
-) -> dict[str, str | None]:
+async def deliver_all(sinks: Sequence[Sink], enrichment: Enrichment, ref: ImageRef) -> dict[str, str | None]:
     """Deliver to every sink concurrently and independently: sink name -> error message or None."""
     results = await asyncio.gather(*(_deliver_one(sink, enrichment, ref) for sink in sinks))
     return {sink.name: result for sink, result in zip(sinks, results, strict=True)}

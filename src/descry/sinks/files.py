@@ -17,20 +17,20 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from descry import schemas
 from descry.errors import OutputError
+from descry.schemas import Enrichment, ImageRef, SourceKind
 
 SidecarFormat = Literal["txt", "json"]
 
 
-def render_sidecar(enrichment: schemas.Enrichment, fmt: SidecarFormat) -> bytes:
+def render_sidecar(enrichment: Enrichment, fmt: SidecarFormat) -> bytes:
     """A sidecar's bytes: the bare caption (the training-dataset convention) or the enrichment JSON."""
     if fmt == "txt":
         return (enrichment.caption.strip() + "\n").encode("utf-8")
     return (enrichment.model_dump_json(indent=2, exclude_none=True) + "\n").encode("utf-8")
 
 
-def render_line(enrichment: schemas.Enrichment) -> bytes:
+def render_line(enrichment: Enrichment) -> bytes:
     """One JSONL line: the enrichment JSON (nulls left out) on one line, ending in a newline."""
     return (enrichment.model_dump_json(exclude_none=True) + "\n").encode("utf-8")
 
@@ -57,10 +57,10 @@ def _below_root(source: Path, roots: Sequence[Path]) -> Path:
 
 
 def image_location(
-    ref: schemas.ImageRef, output_dir: Path | None, sink: str, roots: Sequence[Path] = ()
+    ref: ImageRef, output_dir: Path | None, sink: str, roots: Sequence[Path] = ()
 ) -> Path:
     """The path the image has (or would have) for writing results next to it (rule in the module doc)."""
-    is_file = ref.kind == schemas.SourceKind.path and bool(ref.uri or ref.name)
+    is_file = ref.kind == SourceKind.path and bool(ref.uri or ref.name)
     if output_dir is None:
         if is_file:
             return Path(ref.uri or ref.name)
@@ -70,6 +70,6 @@ def image_location(
         )
     if is_file:
         return Path(output_dir) / _below_root(Path(ref.uri or ref.name), roots)
-    if ref.kind == schemas.SourceKind.upload:
+    if ref.kind == SourceKind.upload:
         return Path(output_dir) / _relative_name(ref.name)
     return Path(output_dir) / _relative_name(ref.name.rstrip("/").rsplit("/", 1)[-1])

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from descry import schemas
 from descry.fileio import output_error, write_all
+from descry.schemas import Enrichment, ImageRef
 from descry.sinks.files import render_line
 
 
@@ -52,7 +52,7 @@ class JsonlSink:
         self._lock = threading.Lock()
         self._names: set[str] | None = None
 
-    def write(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    def write(self, enrichment: Enrichment, ref: ImageRef) -> None:
         """Append the line now (blocking)."""
         line = render_line(enrichment)
         if self.path is None:
@@ -66,10 +66,10 @@ class JsonlSink:
             if self._names is not None:
                 self._names.add(enrichment.name)
 
-    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
         await asyncio.to_thread(self.write, enrichment, ref)
 
-    def done(self, ref: schemas.ImageRef) -> bool:
+    def done(self, ref: ImageRef) -> bool:
         """A complete line for this image's name is already in the file (read once, then kept up to date)."""
         if self.path is None:
             return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from descry import schemas
+from descry.schemas import Enrichment, ImageRef
 from descry.sinks.base import asset_key
 
 
@@ -18,7 +18,7 @@ class LogSink:
         self._log = logger or logging.getLogger("descry.mam")
         self._level = level
 
-    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
         metadata = {
             "caption": enrichment.caption,
             "tags": [tag.model_dump(mode="json") for tag in enrichment.tags],
@@ -35,7 +35,7 @@ class LogSink:
             json.dumps(metadata, ensure_ascii=False),
         )
 
-    def done(self, ref: schemas.ImageRef) -> bool:
+    def done(self, ref: ImageRef) -> bool:
         """A log line is never something to resume from."""
         return False
 

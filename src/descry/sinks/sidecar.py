@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from descry import schemas
 from descry.fileio import atomic_write
+from descry.schemas import Enrichment, ImageRef
 from descry.sinks.files import SidecarFormat, image_location, render_sidecar
 
 
@@ -26,18 +26,18 @@ class SidecarSink:
         self.output_dir = output_dir
         self.roots = list(roots)
 
-    def target(self, ref: schemas.ImageRef) -> Path:
+    def target(self, ref: ImageRef) -> Path:
         """Where the sidecar for ``ref`` goes."""
         return image_location(ref, self.output_dir, self.name, self.roots).with_suffix(f".{self.format}")
 
-    def write(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    def write(self, enrichment: Enrichment, ref: ImageRef) -> None:
         """Write the sidecar now (blocking)."""
         atomic_write(self.target(ref), render_sidecar(enrichment, self.format))
 
-    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
         await asyncio.to_thread(self.write, enrichment, ref)
 
-    def done(self, ref: schemas.ImageRef) -> bool:
+    def done(self, ref: ImageRef) -> bool:
         """The sidecar exists (an image that has no place for one is never done)."""
         try:
             return self.target(ref).exists()

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import httpx
 
-from descry import __version__, schemas
+from descry._version import __version__
 from descry.config import WebhookSettings
 from descry.errors import ConfigError, DeliveryError
+from descry.schemas import Enrichment, ImageRef
 from descry.sinks.base import asset_key
 from descry.sinks.outbox import Outbox, OutboxEntry
 
@@ -44,7 +45,7 @@ def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def idempotency_key(asset: str, enrichment: schemas.Enrichment) -> str:
+def idempotency_key(asset: str, enrichment: Enrichment) -> str:
     """sha256 of the asset id and the canonical enrichment JSON."""
     content = canonical_json(enrichment.model_dump(mode="json"))
     return hashlib.sha256(asset.encode("utf-8") + b"\n" + content).hexdigest()
@@ -55,7 +56,7 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def build_payload(enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> tuple[str, str, bytes]:
+def build_payload(enrichment: Enrichment, ref: ImageRef) -> tuple[str, str, bytes]:
     """(asset, idempotency key, body) for one enrichment."""
     asset = asset_key(enrichment, ref)
     key = idempotency_key(asset, enrichment)
@@ -127,7 +128,7 @@ class WebhookSink:
         if settings.keep_delivered_days > 0:
             self.outbox.prune_delivered(settings.keep_delivered_days * 86400)
 
-    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
         """Enqueue durably and wake the dispatcher (started on first use unless ``autostart`` is off)."""
         if self._closed:
             raise DeliveryError("the webhook sink is closed", hint="build a new sink to deliver more")
@@ -143,7 +144,7 @@ class WebhookSink:
             self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="descry-webhook-dispatcher")
 
-    def done(self, ref: schemas.ImageRef) -> bool:
+    def done(self, ref: ImageRef) -> bool:
         """The receiver is never asked; a re-run delivers again (receivers dedupe on the idempotency key)."""
         return False
 

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from descry import schemas
 from descry.errors import OutputError, require
 from descry.fileio import replacing
+from descry.schemas import Enrichment, ImageRef, SourceKind
 from descry.sinks.files import image_location
 from descry.sinks.xmp_fields import DESCRY_NS, DESCRY_PREFIX, MetadataChanges, plan_changes
 
@@ -72,13 +72,13 @@ class XmpSink:
         self.sidecar_name = sidecar_name
         self.roots = list(roots)
 
-    async def deliver(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> None:
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
         await asyncio.to_thread(self.write, enrichment, ref)
 
     async def close(self) -> None:
         return None
 
-    def done(self, ref: schemas.ImageRef) -> bool:
+    def done(self, ref: ImageRef) -> bool:
         """descry's own marker (``descry:MachineGenerated``) is in the sidecar or, embedding, the image."""
         try:
             image = image_location(ref, self.output_dir, self.name, self.roots)
@@ -97,7 +97,7 @@ class XmpSink:
             except RuntimeError:
                 return False
 
-    def write(self, enrichment: schemas.Enrichment, ref: schemas.ImageRef) -> Path:
+    def write(self, enrichment: Enrichment, ref: ImageRef) -> Path:
         """Write the metadata for ``ref``; returns the file written (the image or its sidecar)."""
         image = image_location(ref, self.output_dir, self.name, self.roots)
         if self.mode == "sidecar":
@@ -115,8 +115,8 @@ class XmpSink:
             return image.with_name(image.name + ".xmp")
         return image.with_suffix(".xmp")
 
-    def _source(self, ref: schemas.ImageRef) -> tuple[Path | None, bytes | None]:
-        if ref.kind == schemas.SourceKind.path and ref.uri:
+    def _source(self, ref: ImageRef) -> tuple[Path | None, bytes | None]:
+        if ref.kind == SourceKind.path and ref.uri:
             path = Path(os.path.realpath(ref.uri))
             if not path.is_file():
                 raise OutputError(f"cannot embed metadata in {ref.uri}: the file does not exist any more")
@@ -129,7 +129,7 @@ class XmpSink:
         )
 
     def _write_embedded(
-        self, image: Path, source: Path | None, data: bytes | None, fmt: str, enrichment: schemas.Enrichment
+        self, image: Path, source: Path | None, data: bytes | None, fmt: str, enrichment: Enrichment
     ) -> Path:
         target = Path(os.path.realpath(image)) if source is not None and self.output_dir is None else image
         with replacing(target) as tmp:
@@ -141,7 +141,7 @@ class XmpSink:
             self._apply(tmp, enrichment, iim=fmt in IIM_FORMATS, sidecar=False)
         return target
 
-    def _write_sidecar(self, target: Path, enrichment: schemas.Enrichment) -> Path:
+    def _write_sidecar(self, target: Path, enrichment: Enrichment) -> Path:
         with replacing(target) as tmp:
             if target.exists():
                 shutil.copy2(target, tmp)
@@ -150,7 +150,7 @@ class XmpSink:
             self._apply(tmp, enrichment, iim=False, sidecar=True)
         return target
 
-    def _apply(self, path: Path, enrichment: schemas.Enrichment, *, iim: bool, sidecar: bool) -> None:
+    def _apply(self, path: Path, enrichment: Enrichment, *, iim: bool, sidecar: bool) -> None:
         with _EXIV2_LOCK:
             try:
                 with self._pyexiv2.Image(str(path)) as img:

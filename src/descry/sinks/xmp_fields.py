@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from descry import __version__, schemas
+from descry._version import __version__
+from descry.schemas import Enrichment
 
 DESCRY_NS = "http://ns.descry.dev/xmp/1.0/"
 DESCRY_PREFIX = "descry"
@@ -119,7 +120,7 @@ def _history_event(existing_xmp: dict[str, Any], agent: str, when: str) -> dict[
 
 
 def plan_changes(
-    enrichment: schemas.Enrichment,
+    enrichment: Enrichment,
     existing_xmp: dict[str, Any],
     existing_iptc: dict[str, Any] | None = None,
     existing_exif: dict[str, Any] | None = None,

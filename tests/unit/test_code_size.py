@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,15 +10,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "descry"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-
-# What still breaks the rule today, in files other people own: "path" for a module, "path:function"
-# for a function (Class.method for methods). Shrink it, never grow it: remove an entry as soon as its
-# module or function is within the limits (the run warns about entries that no longer break it).
-ALLOWED: frozenset[str] = frozenset(
-    {
-        "src/descry/cli/caption.py:caption",  # `descry caption`: 69 lines in the CLI rework still in progress
-    }
-)
 
 
 def _functions(tree: ast.Module) -> Iterator[tuple[str, int]]:
@@ -65,21 +55,10 @@ def test_the_scan_sees_the_package() -> None:
 
 
 def test_no_module_over_400_lines() -> None:
-    offenders = {k: v for k, v in measure().items() if ":" not in k and k not in ALLOWED}
+    offenders = {k: v for k, v in measure().items() if ":" not in k}
     assert not offenders, _report(offenders, f"module(s) over {MAX_MODULE_LINES} lines")
 
 
 def test_no_function_over_60_lines() -> None:
-    offenders = {k: v for k, v in measure().items() if ":" in k and k not in ALLOWED}
+    offenders = {k: v for k, v in measure().items() if ":" in k}
     assert not offenders, _report(offenders, f"function(s) over {MAX_FUNCTION_LINES} lines")
-
-
-def test_allowed_entries_still_break_the_rule() -> None:
-    """A warning, not a failure, so a refactor in flight elsewhere never breaks this test."""
-    stale = sorted(ALLOWED - measure().keys())
-    if stale:
-        warnings.warn(
-            "within the limits now, remove from ALLOWED in tests/unit/test_code_size.py: " + ", ".join(stale),
-            UserWarning,
-            stacklevel=1,
-        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -40,7 +40,7 @@ from descry.cli.options import (
 from descry.config import Settings
 from descry.errors import DescryError
 from descry.runner import CaptionRun, RunSummary
-from descry.schemas import CaptionRequest, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
+from descry.schemas import CaptionRequest, Detail, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
 from descry.sinks.base import Sink
 from descry.sinks.jsonl import JsonlSink
 from descry.sinks.pool import SinkPool
@@ -103,6 +103,24 @@ def caption(
         refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
     except DescryError as exc:
         raise fail(exc) from exc
+    request = _request(prompt, task, detail, tags, max_tokens, temperature, top_p, num_beams, repetition_penalty)
+    pool, names, to_stdout = _sinks_for(settings, inputs, refs, fmt, output, sink)
+    run = CaptionRun(settings, request, pool, names)
+    raise typer.Exit(_caption_all(err, run, refs, skip_existing=skip_existing, quiet=quiet, to_stdout=to_stdout))
+
+
+def _request(
+    prompt: str | None,
+    task: str | None,
+    detail: Detail,
+    tags: bool,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    num_beams: int | None,
+    repetition_penalty: float | None,
+) -> CaptionRequest:
+    """The request the flags describe."""
     params = GenerationParams(
         max_new_tokens=max_tokens,
         temperature=temperature,
@@ -110,15 +128,24 @@ def caption(
         num_beams=num_beams,
         repetition_penalty=repetition_penalty,
     )
-    request = CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params)
+    return CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params)
+
+
+def _sinks_for(
+    settings: Settings,
+    inputs: list[str],
+    refs: list[ImageRef],
+    fmt: OutputFormat | None,
+    output: Path | None,
+    sink: list[str] | None,
+) -> tuple[SinkPool, list[str], bool]:
+    """``choose_cli_sinks`` for these inputs; an unknown sink fails the command (exit 2)."""
     roots = [Path(i) for i in inputs if Path(i).is_dir()]
     urls_only = output is None and all(r.kind in (SourceKind.url, SourceKind.s3) for r in refs)
     try:
-        pool, names, to_stdout = choose_cli_sinks(settings, fmt, output, sink, roots, urls_only=urls_only)
+        return choose_cli_sinks(settings, fmt, output, sink, roots, urls_only=urls_only)
     except DescryError as exc:
         raise fail(exc) from exc
-    run = CaptionRun(settings, request, pool, names)
-    raise typer.Exit(_caption_all(err, run, refs, skip_existing=skip_existing, quiet=quiet, to_stdout=to_stdout))
 
 
 def own_sink(fmt: OutputFormat, output: Path | None, roots: list[Path]) -> Sink:
@@ -165,7 +192,8 @@ def _caption_all(
             report_summary(err, RunSummary(), ["no images found (check the path and --glob)"])
         return 1
     # piped: stderr is the JSON summary line only; warnings logged meanwhile go into it
-    with nullcontext([]) if err.is_terminal else collected_warnings() as notes:
+    notes_kept: AbstractContextManager[list[str]] = nullcontext([]) if err.is_terminal else collected_warnings()
+    with notes_kept as notes:
         try:
             summary = asyncio.run(_pending_then_run(err, run, refs, skip_existing, quiet=quiet, to_stdout=to_stdout))
         except DescryError as exc:

@@ -1,7 +1,9 @@
 """`descry batch`: enrich a folder or bucket into one resumable JSONL or Parquet file, locally or on Ray.
 
-Both engines produce the same rows; only successes are written, so a second run skips every image
-already in the output and retries the ones that failed. Parquet files cannot be appended to, so new
+Both engines produce the same rows and deliver them the same way, through one SinkPool: the output
+file is a sink (``BatchOutput``, named ``output``) beside the ``--sink`` ones. Only successes are
+written, and a run asks the output sink what is done (``SinkPool.done_many``), so a second run skips
+every image already in the output and retries the ones that failed. Parquet files cannot be appended to, so new
 rows first go to a JSONL journal beside the output (``NAME.parquet.pending.jsonl``); the journal is
 folded into the Parquet file atomically at the end of a run, or at the start of the next one after
 a crash.
@@ -12,19 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from descry.config import Settings
-from descry.errors import InputError
+from descry.core import Descry
+from descry.errors import DeliveryError, InputError, OutputError
 from descry.fileio import replacing
 from descry.jobs.ray_runner import RayOptions, enrich_with_ray, ray_session
-from descry.runner import CaptionRun, RunSummary
+from descry.runner import RunSummary
 from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
-from descry.sinks import Sink, close_sinks, deliver_all, start_sinks
 from descry.sinks.jsonl import JsonlSink, jsonl_lines, jsonl_names
 from descry.sinks.pool import SinkPool
 
@@ -38,7 +39,7 @@ _SUFFIXES: dict[str, BatchFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_MAX_PENDING_DELIVERIES = 64
+OUTPUT_SINK = "output"
 
 
 def _pyarrow() -> Any:
@@ -89,7 +90,13 @@ def parquet_row(line: str) -> dict[str, Any]:
 
 
 class BatchOutput:
-    """The one file a batch writes: JSONL appended line by line, or Parquet through a JSONL journal."""
+    """The one file a batch writes, as a sink: JSONL appended line by line, or Parquet through a JSONL journal.
+
+    ``start`` folds in a journal a crashed run left and reads the names the Parquet file holds (an
+    unreadable output is refused before any work); ``done`` is then a lookup, as resume needs.
+    """
+
+    name = OUTPUT_SINK
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -102,6 +109,8 @@ class BatchOutput:
         self.fmt: BatchFormat = fmt
         if fmt == "parquet":
             _pyarrow()
+        self._rows = JsonlSink(self.journal)
+        self._stored: set[str] = set()  # the names in the Parquet file when the run started
 
     @property
     def journal(self) -> Path:
@@ -122,9 +131,24 @@ class BatchOutput:
             names.update(self._parquet_table(columns=["name"]).column("name").to_pylist())
         return names
 
-    def writer(self) -> JsonlSink:
-        """The jsonl sink the rows go to (the same lines as every other jsonl sink)."""
-        return JsonlSink(self.journal)
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        self.recover()
+        if self.fmt == "parquet" and self.path.is_file():
+            self._stored = set(self._parquet_table(columns=["name"]).column("name").to_pylist())
+
+    async def deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
+        """Append the row (the same line as every other jsonl sink) to the output or its journal."""
+        await self._rows.deliver(enrichment, ref)
+
+    def done(self, ref: ImageRef) -> bool:
+        """The image already has a row (in the Parquet file, or the JSONL output or journal)."""
+        return ref.name in self._stored or self._rows.done(ref)
+
+    async def close(self) -> None:
+        await self._rows.close()
 
     def finish(self) -> None:
         """Complete the output: for Parquet, rewrite it with the journal's rows, then drop the journal."""
@@ -174,40 +198,37 @@ class BatchResult:
         return not self.summary.failed and not self.delivery_failures
 
 
-class Deliveries:
-    """Sends each enrichment to the sinks on the event loop; a failed sink is recorded, never raised."""
+class _Delivery:
+    """Every result, from either engine, goes through the batch's one SinkPool and is counted here.
 
-    def __init__(self, sinks: list[Sink], loop: asyncio.AbstractEventLoop) -> None:
-        self.sinks = sinks
-        self.loop = loop
+    A row goes into the output first: an image whose row cannot be written fails (the next run retries
+    it). Only then do the other sinks get it; one that cannot is a delivery failure, and the image, in
+    the output already, is not redone.
+    """
+
+    def __init__(self, pool: SinkPool, names: list[str], total: int, on_result: ResultHook | None) -> None:
+        self.pool = pool
+        self.names = names
+        self.on_result = on_result
+        self.summary = RunSummary(total=total)
         self.failures: list[ItemError] = []
-        self._pending: list[Future[None]] = []
 
-    async def _deliver(self, enrichment: Enrichment, ref: ImageRef) -> None:
-        for sink, error in (await deliver_all(self.sinks, enrichment, ref)).items():
-            if error is not None:
-                failure = ItemError(name=ref.name, code="delivery_failed", message=f"{sink}: {error}")
-                self.failures.append(failure)
-
-    def submit(self, enrichment: Enrichment, ref: ImageRef) -> None:
-        """Queue a delivery from any thread; waits when too many are still in flight."""
-        if not self.sinks:
-            return
-        self._pending = [f for f in self._pending if not f.done()]
-        if len(self._pending) >= _MAX_PENDING_DELIVERIES and not _on_loop(self.loop):
-            self._pending.pop(0).result()
-        self._pending.append(asyncio.run_coroutine_threadsafe(self._deliver(enrichment, ref), self.loop))
-
-    async def drain(self) -> None:
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._pending))
-        self._pending.clear()
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
+    async def record(self, ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
+        if enrichment is not None:
+            problem = (await self.pool.deliver([OUTPUT_SINK], enrichment, ref))[OUTPUT_SINK]
+            if problem is not None:
+                enrichment, error = None, ItemError(name=ref.name, code=OutputError.code, message=problem)
+        if enrichment is not None:
+            self.summary.ok += 1
+            for sink, problem in (await self.pool.deliver(self.names, enrichment, ref)).items():
+                if problem is not None:
+                    message = f"{sink}: {problem}"
+                    self.failures.append(ItemError(name=ref.name, code=DeliveryError.code, message=message))
+        elif error is not None:
+            self.summary.failed += 1
+            self.summary.failures.append(error)
+        if self.on_result:
+            self.on_result(ref, enrichment, error)
 
 
 async def run_batch(
@@ -216,73 +237,51 @@ async def run_batch(
     refs: list[ImageRef],
     output: BatchOutput,
     *,
-    sinks: list[Sink] | None = None,
+    sinks: Sequence[str] = (),
     engine: EngineName = "local",
     ray: RayOptions | None = None,
     on_result: ResultHook | None = None,
 ) -> BatchResult:
-    """Enrich the refs not yet in the output, write each result as it comes, and deliver it to the sinks."""
-    output.recover()
-    done = output.done_names()
-    todo = [ref for ref in refs if ref.name not in done]
-    sinks = sinks or []
-    deliveries = Deliveries(sinks, asyncio.get_running_loop())
-    writer = output.writer()
-
-    def hook(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
-        if enrichment is not None:
-            deliveries.submit(enrichment, ref)
-        if on_result:
-            on_result(ref, enrichment, error)
-
-    await start_sinks(sinks)
+    """Enrich the refs the output does not hold yet; write each result as it comes and deliver it to ``sinks``."""
+    pool = SinkPool(settings, {OUTPUT_SINK: output})
+    names = [name for name in pool.check(sinks) if name != OUTPUT_SINK]
     try:
-        if engine == "ray" and todo:
-            options = ray or RayOptions()
-            with ray_session(options):
-                summary = await asyncio.to_thread(_run_ray, settings, request, todo, writer, options, hook)
-        else:
-            run = CaptionRun(settings, request, SinkPool(settings, {"jsonl": writer}), ["jsonl"])
-            summary = await run.run(todo, hook)
-        await deliveries.drain()
+        await pool.get([OUTPUT_SINK, *names])  # built and started (the output recovered) before any work
+        done = await pool.done_many([OUTPUT_SINK], refs)
+        todo = [ref for ref, finished in zip(refs, done, strict=True) if not finished]
+        delivery = _Delivery(pool, names, len(todo), on_result)
+        try:
+            if engine == "ray" and todo:
+                await _on_ray(settings, request, todo, ray or RayOptions(), delivery)
+            else:
+                await _locally(settings, request, todo, delivery)
+        finally:
+            delivery.summary.seconds = time.perf_counter() - delivery.summary.started
     finally:
-        await writer.close()
-        await close_sinks(sinks)
+        await pool.close()
     output.finish()
+    summary = delivery.summary
     summary.total, summary.skipped = len(refs), len(refs) - len(todo)
-    return BatchResult(summary, deliveries.failures)
+    return BatchResult(summary, delivery.failures)
 
 
-def _run_ray(
-    settings: Settings,
-    request: CaptionRequest,
-    refs: list[ImageRef],
-    writer: JsonlSink,
-    options: RayOptions,
-    hook: ResultHook,
-) -> RunSummary:
-    """The Ray pipeline, with each result written by this (the driver's) thread."""
-    summary = RunSummary(total=len(refs))
-    t0 = time.perf_counter()
+async def _locally(settings: Settings, request: CaptionRequest, refs: list[ImageRef], delivery: _Delivery) -> None:
+    """This machine's engine; the model loads only once the first image has decoded."""
+    if not refs:
+        return
+    async with Descry(settings) as descry:
+        async for result in descry.enrich_many(refs, request, sinks=[]):
+            await delivery.record(result.ref, result.enrichment, result.error)
 
-    def collect(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
-        if enrichment is not None:
-            try:
-                writer.write(enrichment, ref)
-            except Exception as exc:  # the row stays unwritten; the image is retried next run
-                from descry.errors import describe_error
 
-                code, message = describe_error(exc)
-                enrichment, error = None, ItemError(name=ref.name, code=code, message=message)
-        if error is not None:
-            summary.failed += 1
-            summary.failures.append(error)
-        else:
-            summary.ok += 1
-        hook(ref, enrichment, error)
+async def _on_ray(
+    settings: Settings, request: CaptionRequest, refs: list[ImageRef], options: RayOptions, delivery: _Delivery
+) -> None:
+    """The Ray pipeline; the driver's thread hands each result to the event loop and waits for its delivery."""
+    loop = asyncio.get_running_loop()
 
-    try:
-        enrich_with_ray(settings, request, refs, options, collect)
-    finally:
-        summary.seconds = time.perf_counter() - t0
-    return summary
+    def hand_over(ref: ImageRef, enrichment: Enrichment | None, error: ItemError | None) -> None:
+        asyncio.run_coroutine_threadsafe(delivery.record(ref, enrichment, error), loop).result()
+
+    with ray_session(options):
+        await asyncio.to_thread(enrich_with_ray, settings, request, refs, options, hand_over)

@@ -67,7 +67,6 @@ def batch(
 ) -> None:
     """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
     from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
-    from descry.sinks import build_sinks
     from descry.sinks.pool import SinkPool
 
     err = stderr_console()
@@ -81,7 +80,6 @@ def batch(
         out = BatchOutput(output)
         # the one rule: --sink names, else DESCRY_SINKS__DEFAULT when set, else none besides the output
         names = SinkPool(settings, face_default=[]).names_for(sink, in_reply=False)
-        sinks = build_sinks(names, settings)
     except DescryError as exc:
         raise fail(exc) from exc
     if not refs:
@@ -93,7 +91,7 @@ def batch(
     engine_name: EngineName = "ray" if engine == "ray" else "local"
 
     def work(hook: ResultHook | None) -> Coroutine[Any, Any, BatchResult]:
-        return run_batch(settings, request, refs, out, sinks=sinks, engine=engine_name, ray=options, on_result=hook)
+        return run_batch(settings, request, refs, out, sinks=names, engine=engine_name, ray=options, on_result=hook)
 
     result = _with_progress(err, not quiet, work)
     result.summary.failures.extend(result.delivery_failures)

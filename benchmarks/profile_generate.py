@@ -4,7 +4,7 @@ Run on a GPU machine from a descry checkout, e.g.::
 
     python benchmarks/profile_generate.py --model qwen2.5-vl-7b --batch 1 --batch 128 --out profile.json
 
-It builds the architecture-exact random model (descry.bench.models), loads it through descry's
+It builds the architecture-exact random model (descry.bench.builders), loads it through descry's
 backend, and times (with CUDA synchronisation) the processor, the vision encoder alone,
 ``generate`` with one new token (vision + prefill) and with N new tokens (min = max).
 """
@@ -24,7 +24,7 @@ from descry.backends.base import Prompted
 from descry.backends.hf_common import generate_kwargs
 from descry.backends.registry import create_backend
 from descry.backends.vision_attention import stock_attention
-from descry.bench.models import Scale, build
+from descry.bench.builders import Scale, build
 from descry.bench.phases import fixed_params
 from descry.bench.workload import make_images
 from descry.config import ImageLimits, ModelSettings

@@ -13,8 +13,8 @@ from alembic.migration import MigrationContext
 
 from descry.errors import ConfigError, InputError, NotFound
 from descry.jobs.inputs import ItemInput, new_job_id, remove_uploads, save_uploads
-from descry.jobs.models import metadata
 from descry.jobs.store import ItemState, SqlJobStore, normalise_url, submit_uploads
+from descry.jobs.tables import metadata
 from descry.schemas import ImageRef, ItemError, JobState, SourceKind
 from tests.jobs_helpers import DATABASES, fake_enrichment, open_store, path_inputs, spec
 

@@ -58,7 +58,7 @@ async def test_worker_processes_a_job_and_delivers_each_result_once(store: SqlJo
 async def _item_id(store: SqlJobStore, job: str, index: int) -> int:
     from sqlalchemy import select
 
-    from descry.jobs.models import items
+    from descry.jobs.tables import items
 
     async with store.engine.connect() as conn:
         query = select(items.c.id).where(items.c.job_id == job, items.c.seq == index)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from descry.api.models import CaptionResponse
+from descry.api.bodies import CaptionResponse
 from descry.backends.base import Prompted
 from descry.config import Settings
 from tests.fakes.echo_backend import EchoBackend

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from descry.bench.models import name_processor
+from descry.bench.builders import name_processor
 
 CORPUS = [
     "A photo of a red car parked on a quiet street.",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from descry.bench import get_profile, markdown, run_profile, update_results
-from descry.bench.models import padded_vocab
+from descry.bench.builders import padded_vocab
 from descry.bench.phases import fixed_params
 from descry.bench.workload import make_images, percentile
 from descry.errors import ConfigError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from descry.api.models import AsyncBatchStatus, ErrorDetail, SeedBatchItem
+from descry.api.bodies import AsyncBatchStatus, ErrorDetail, SeedBatchItem
 from descry.api.service import Captioned
 from descry.schemas import CaptionRequest, ImageRef, ItemError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from descry.api.models import AsyncBatchStatus, BatchProgress, ErrorDetail, SeedBatchItem, SeedBatchResponse
+from descry.api.bodies import AsyncBatchStatus, BatchProgress, ErrorDetail, SeedBatchItem, SeedBatchResponse
 from descry.jobs.service import JobService
 from descry.jobs.store import ItemResult
 from descry.schemas import CaptionRequest, ImageRef, JobState, JobStatus

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from descry.api.models import BatchSources, CaptionOptions, CaptionSource, JobSources, SeedCaptionJSON
+from descry.api.bodies import BatchSources, CaptionOptions, CaptionSource, JobSources, SeedCaptionJSON
 
 REF = "#/components/schemas/{model}"
 BINARY = {"type": "string", "format": "binary"}

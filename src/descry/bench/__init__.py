@@ -1,6 +1,6 @@
 """``descry bench``: reproducible throughput, latency and decode benchmarks on architecture-exact models.
 
-Profiles (``profiles.py``) name the models and workloads; ``models.py`` builds random-weight models of
+Profiles (``profiles.py``) name the models and workloads; ``builders.py`` builds random-weight models of
 the published sizes; ``run.py`` measures the one-generate-per-image baseline, the in-process engine and
 the HTTP server side by side in one run; ``report.py`` writes the markdown.
 """

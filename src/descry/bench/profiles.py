@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from descry.bench.models import Scale
+from descry.bench.builders import Scale
 from descry.errors import ConfigError
 
 

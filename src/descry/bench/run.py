@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from descry.backends.vision_attention import stock_attention
+from descry.bench.builders import BuiltModel, build
 from descry.bench.http import http_available, http_phase
-from descry.bench.models import BuiltModel, build
 from descry.bench.phases import baseline, batch_sweep, decode_bench, engine_phase, fixed_params
 from descry.bench.profiles import ENGINE_VARIANTS, ModelCase, Profile, Target
 from descry.bench.workload import MemoryPeak, lifetime_peak_rss_mb, machine, make_images, now_stamp

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from descry.api.bodies import HealthResponse
 from descry.api.deps import get_engine, get_metrics, get_settings
 from descry.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
-from descry.api.models import HealthResponse
 from descry.api.security import require_scope
 from descry.config import Settings
 from descry.engine.pipeline import Engine

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from pydantic import BaseModel, Field
 
+from descry.api.bodies import CaptionOptions, JobSources
 from descry.api.deps import get_jobs, get_settings
-from descry.api.models import CaptionOptions, JobSources
 from descry.api.openapi import either_body
 from descry.api.uploads import content_kind, form_fields, json_body, parse_model, read_uploads
 from descry.config import Settings

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
 
 from descry.api.batches import BatchManager, seed_item
-from descry.api.deps import get_batches, get_service, get_settings
-from descry.api.models import (
+from descry.api.bodies import (
     AsyncBatchStatus,
     AsyncSubmitted,
     EnrichResponse,
@@ -20,6 +19,7 @@ from descry.api.models import (
     SeedUploadCaption,
     source_ref,
 )
+from descry.api.deps import get_batches, get_service, get_settings
 from descry.api.openapi import either_body
 from descry.api.security import require_scope
 from descry.api.service import CaptionService

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from descry.api.deps import get_engine, get_request_id, get_service, get_settings
-from descry.api.models import (
+from descry.api.bodies import (
     BatchItemResult,
     BatchResponse,
     BatchSources,
@@ -20,6 +19,7 @@ from descry.api.models import (
     ModelsResponse,
     PresetInfo,
 )
+from descry.api.deps import get_engine, get_request_id, get_service, get_settings
 from descry.api.openapi import either_body
 from descry.api.service import CaptionService
 from descry.api.uploads import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from descry.jobs.models import metadata
+from descry.jobs.tables import metadata
 
 VERSION_TABLE = "descry_alembic_version"
 

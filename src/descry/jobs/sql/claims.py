@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from descry.jobs.inputs import ItemInput
-from descry.jobs.models import items, jobs
 from descry.jobs.records import FINISHED_JOB, ClaimedItem, ItemState
 from descry.jobs.sql.connection import SqlConnection
+from descry.jobs.tables import items, jobs
 from descry.schemas import CaptionRequest, ItemError, JobSpec, JobState
 
 

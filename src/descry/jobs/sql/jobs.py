@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from descry.errors import InputError, NotFound
 from descry.jobs.inputs import ItemInput, new_job_id
-from descry.jobs.models import deliveries, items, jobs, result_cache
 from descry.jobs.records import FINISHED_JOB, OPEN_ITEM, ItemResult, ItemState
 from descry.jobs.sql.connection import SqlConnection
+from descry.jobs.tables import deliveries, items, jobs, result_cache
 from descry.schemas import Enrichment, ImageRef, ItemError, JobSpec, JobState, JobStatus
 
 INSERT_CHUNK = 1000

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from descry.jobs.models import deliveries, result_cache
 from descry.jobs.sql.connection import SqlConnection
+from descry.jobs.tables import deliveries, result_cache
 
 
 class SqlLedger(SqlConnection):

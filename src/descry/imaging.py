@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,6 +27,7 @@ _TEXT_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,27 @@ def _open(data: bytes, name: str, limits: ImageLimits) -> Image.Image:
         raise UnsupportedFormat("not a recognised image format", source=name, hint=_formats_hint(limits)) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImage(f"the image header is corrupt ({exc})", source=name) from exc
+
+
+def check_png_chunks(data: bytes, name: str) -> None:
+    """Refuse a PNG whose critical chunks (IHDR, PLTE, IDAT, IEND) fail their CRC or run past the end.
+
+    Pillow checks no CRC while it loads the pixels, and a damaged deflate stream often inflates to
+    garbage without an error; one CRC pass over the bytes is cheap next to decoding them.
+    """
+    at, view = len(_PNG_SIGNATURE), memoryview(data)
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        end, label = at + 8 + length, kind.decode("latin-1")
+        if end + 4 > len(data):
+            raise CorruptImage(f"the PNG is truncated inside its {label} chunk", source=name)
+        if kind[0] & 0x20 == 0:  # critical: a CRC error there is fatal (PNG spec, 13.2)
+            (stored,) = struct.unpack_from(">I", data, end)
+            if zlib.crc32(view[at + 4 : end]) & 0xFFFFFFFF != stored:
+                raise CorruptImage(f"the PNG's {label} chunk fails its CRC check", source=name)
+        if kind == b"IEND":
+            return
+        at = end + 4
 
 
 def _formats_hint(limits: ImageLimits) -> str:
@@ -147,6 +171,8 @@ def decode(data: bytes, name: str, limits: ImageLimits, target_pixels: int | Non
     """Validate and decode image bytes into an upright RGB image of at most ~target_pixels."""
     img = _open(data, name, limits)
     fmt = validate(img, name, limits)
+    if fmt == "PNG":
+        check_png_chunks(data, name)
     width, height = upright_size(img)
     draft = draft_scale(img.size, target_pixels)
     if draft and fmt == "JPEG":
@@ -184,6 +210,8 @@ def decode_full(data: bytes, name: str, limits: ImageLimits, target_pixels: int 
     """The baseline path: full decode, then resize (what the draft path is measured against)."""
     img = _open(data, name, limits)
     fmt = validate(img, name, limits)
+    if fmt == "PNG":
+        check_png_chunks(data, name)
     width, height = upright_size(img)
     img.load()
     img = fit(to_rgb(ImageOps.exif_transpose(img)), target_pixels)

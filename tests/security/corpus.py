@@ -60,6 +60,67 @@ def png_zero_bomb(width: int, height: int) -> bytes:
     return png_header(width, height, idat=data)
 
 
+def png_flipped_idat(png: bytes, count: int = 40) -> bytes:
+    """``png`` with ``count`` bytes inside its first IDAT chunk's data inverted (the CRC left as it was)."""
+    data = bytearray(png)
+    at = data.find(b"IDAT")
+    (length,) = struct.unpack_from(">I", data, at - 4)
+    assert length > count + 8, "the IDAT chunk is too short to damage"
+    for i in random.Random(11).sample(range(at + 4 + 2, at + 4 + length), count):
+        data[i] ^= 0xFF
+    return bytes(data)
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def raw_png(rows: list[list[bytes]], color_type: int, depth: int, *, interlace: bool = False) -> bytes:
+    """A PNG written by hand (Pillow writes no Adam7 nor 16-bit RGB): ``rows[y][x]`` is one pixel's bytes."""
+    height, width = len(rows), len(rows[0])
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        if x0 >= width or y0 >= height:
+            continue
+        raw += b"".join(b"\x00" + b"".join(row[x0::dx]) for row in rows[y0::dy])
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, int(interlace))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+
+
+def _noise_rows(size: tuple[int, int], channels: int, depth: int) -> list[list[bytes]]:
+    rng = random.Random(5)
+    width = channels * depth // 8
+    return [[rng.randbytes(width) for _ in range(size[0])] for _ in range(size[1])]
+
+
+def _pillow_png(mode: str, size: tuple[int, int] = (37, 23), **save: object) -> bytes:
+    img = Image.frombytes("RGB", size, random.Random(3).randbytes(size[0] * size[1] * 3))
+    img = img.quantize(16) if mode == "P" else img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "PNG", **save)
+    return buf.getvalue()
+
+
+@functools.cache
+def valid_pngs() -> tuple[tuple[str, bytes], ...]:
+    """Whole PNGs of every shape that must decode: the CRC check must pass them all."""
+    rgb, rgba16 = _noise_rows((37, 23), 3, 8), _noise_rows((19, 13), 4, 16)
+    return (
+        ("RGB", _pillow_png("RGB")),
+        ("RGBA", _pillow_png("RGBA")),
+        ("grey with alpha", _pillow_png("LA")),
+        ("palette", _pillow_png("P")),
+        ("palette with transparency", _pillow_png("P", transparency=0)),
+        ("1-bit", _pillow_png("1")),
+        ("16-bit grey", _pillow_png("I;16")),
+        ("optimized", _pillow_png("RGB", optimize=True)),
+        ("16-bit RGB", raw_png(_noise_rows((21, 17), 3, 16), 2, 16)),
+        ("interlaced RGB", raw_png(rgb, 2, 8, interlace=True)),
+        ("interlaced 16-bit RGBA", raw_png(rgba16, 6, 16, interlace=True)),
+        ("interlaced 1x1", raw_png([[b"\x10\x20\x30"]], 2, 8, interlace=True)),
+    )
+
+
 def jpeg_with_size(width: int, height: int) -> bytes:
     """A small real JPEG whose SOF marker is patched to claim another size."""
     data = bytearray(picture("JPEG", (16, 16)))
@@ -127,6 +188,7 @@ def bad_uploads() -> tuple[BadFile, ...]:
         _bad("JPEG with garbage scan", "garbage.jpg", jpeg[:700] + b"\x00" * 4000, corrupt, CORRUPT),
         _bad("truncated PNG", "cut.png", png[: len(png) // 2], corrupt, CORRUPT),
         _bad("PNG with a bad CRC", "crc.png", bytes(bad_crc), corrupt, CORRUPT),
+        _bad("PNG with 40 flipped IDAT bytes", "flipped.png", png_flipped_idat(png), {400}, {"corrupt_image"}),
         _bad("PNG signature only", "sig.png", png[:8], corrupt, CORRUPT),
         _bad("truncated WebP", "cut.webp", webp[: len(webp) // 2], corrupt, CORRUPT),
         _bad("WebP RIFF header only", "riff.webp", webp[:20], corrupt, CORRUPT),

@@ -1,10 +1,12 @@
 """Who may call the API and how often: hashed API keys with scopes, rate limits and CORS.
 
 Keys are optional: once any key is configured every route needs one, except ``/health`` and
-``/metrics`` when ``public_health`` / ``public_metrics`` say so. Keys are stored as SHA-256
-digests and compared in constant time. Rate limits are token buckets kept in memory, one per
-key and one per client address (the peer, or the first untrusted ``X-Forwarded-For`` hop when
-the peer is a trusted proxy). Every refusal is a descry error rendered by ``api.errors``.
+``/ready`` (``public_health``) and ``/metrics`` (``public_metrics``) when those say so. Keys are
+stored as SHA-256 digests and compared in constant time. Rate limits are token buckets kept in
+memory, one per key and one per client address (the peer, or the first untrusted
+``X-Forwarded-For`` hop when the peer is a trusted proxy); ``/health`` and ``/ready`` are exempt
+from both, so a probe behind a busy proxy is never refused for someone else's traffic. Every
+refusal is a descry error rendered by ``api.errors``.
 
 ``python -m descry.api.security`` prints a new key and the digest to configure.
 """
@@ -34,6 +36,8 @@ PublicRoute = Literal["health", "metrics"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 KEY_HINT = "send the key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 MAX_BUCKETS = 100_000
+# liveness and readiness probes: never rate limited (auth still applies unless public_health)
+PROBE_PATHS = frozenset({"/health", "/ready"})
 
 
 def hash_key(key: str) -> str:
@@ -142,6 +146,15 @@ def client_address(scope: Scope, trusted: list[Network]) -> str:
     return hops[0] if hops else peer
 
 
+def is_probe(scope: Scope) -> bool:
+    """Whether the request is for ``/health`` or ``/ready`` (below the app's root path, if any)."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path in PROBE_PATHS
+
+
 class Guard:
     """Checks one request's key, scope and per-key rate; kept on ``app.state.guard``."""
 
@@ -166,7 +179,7 @@ class Guard:
                 f"the key {key.name!r} does not have the {scope!r} scope",
                 hint=f"use a key whose scopes include {scope!r} (DESCRY_SECURITY__API_KEYS)",
             )
-        wait = self.key_limiter.acquire(key.name)
+        wait = 0.0 if public == "health" else self.key_limiter.acquire(key.name)
         if wait:
             raise RateLimited(
                 f"too many requests for the key {key.name!r}",
@@ -206,7 +219,7 @@ class SecurityMiddleware:
             return
         client = client_address(scope, self.trusted)
         scope.setdefault("state", {})["client_address"] = client
-        if wait := self.limiter.acquire(client):
+        if not is_probe(scope) and (wait := self.limiter.acquire(client)):
             error = RateLimited(
                 "too many requests from this client", retry_after=wait, hint="retry after the Retry-After seconds"
             )

@@ -23,6 +23,26 @@ from descry.errors import InputError, OutputError
 from descry.schemas import ImageRef, JobSpec, SourceKind
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# an Idempotency-Key: 1-200 visible ASCII characters, inner spaces allowed (the column holds 255)
+IDEMPOTENCY_KEY_MAX = 200
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """The key unchanged, or None for no key; an empty, blank, over-long or non-ASCII key is an InputError.
+
+    An empty key is refused rather than read as "no key": storing it would collide on the unique
+    column, and ignoring it would silently drop the deduplication the client asked for.
+    """
+    if key is None:
+        return None
+    if len(key) > IDEMPOTENCY_KEY_MAX or not _KEY.fullmatch(key):
+        raise InputError(
+            f"the Idempotency-Key {key[:40]!r} is not valid",
+            hint=f"send 1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters, or no Idempotency-Key header",
+        )
+    return key
 
 
 class ItemInput(BaseModel):
@@ -167,7 +187,8 @@ async def submit_uploads(
     ``others`` (paths, URLs, s3 URIs) join the same job after the uploads. A known idempotency
     key returns the existing job without saving anything; a failed create removes the files.
     """
-    if idempotency_key and (existing := await store.find_job(idempotency_key)):
+    idempotency_key = check_idempotency_key(idempotency_key)
+    if idempotency_key is not None and (existing := await store.find_job(idempotency_key)):
         return existing
     job_id = new_job_id()
     inputs = await asyncio.to_thread(save_uploads, data_dir, job_id, files)

@@ -22,6 +22,8 @@ class ItemState(str, Enum):
 
 FINISHED_JOB = (JobState.completed, JobState.completed_with_errors, JobState.failed, JobState.cancelled)
 OPEN_ITEM = (ItemState.queued.value, ItemState.running.value)
+# the largest OFFSET/LIMIT both SQLite (64-bit signed) and PostgreSQL (bigint) accept
+MAX_PAGE_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)

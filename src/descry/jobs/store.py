@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from descry.jobs.inputs import JobCreator, submit_uploads
-from descry.jobs.records import ClaimedItem, ItemResult, ItemState
+from descry.jobs.records import MAX_PAGE_OFFSET, ClaimedItem, ItemResult, ItemState
 from descry.jobs.sql.connection import normalise_url
 from descry.jobs.sql.job_store import SqlJobStore
 from descry.schemas import ItemError, JobState, JobStatus
@@ -23,6 +23,7 @@ from descry.schemas import ItemError, JobState, JobStatus
 __all__ = [
     "ClaimedItem",
     "ItemResult",
+    "MAX_PAGE_OFFSET",
     "ItemState",
     "JobStore",
     "SqlJobStore",

@@ -10,18 +10,32 @@ from pydantic import BaseModel, Field
 
 from descry.api.bodies import CaptionOptions, JobSources
 from descry.api.deps import get_jobs, get_settings
+from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
-from descry.api.uploads import content_kind, form_fields, json_body, parse_model, read_uploads
+from descry.api.uploads import content_kind, form_fields, parse_model, read_uploads
 from descry.config import Settings
 from descry.errors import InputError, PayloadTooLarge
+from descry.jobs.inputs import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
 from descry.jobs.service import JobService
-from descry.jobs.store import ItemResult
+from descry.jobs.store import MAX_PAGE_OFFSET, ItemResult
 from descry.schemas import ImageRef, JobStatus
 from descry.sources import expand
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Config = Annotated[Settings, Depends(get_settings)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="1-200 visible ASCII characters (inner spaces allowed); a retry with the same key"
+        " returns the same job. An empty or blank key is refused (422), not read as no key.",
+    ),
+]
+Offset = Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET, description="results to skip, in submission order")]
+PageLimit = Annotated[int, Query(ge=1, le=1000, description="results in this page")]
 
 
 Jobs = Annotated[JobService, Depends(get_jobs)]
@@ -49,7 +63,7 @@ async def submit_job(
     uploads: list[ImageRef] = []
     others: list[ImageRef] = []
     if content_kind(request) == "json":
-        body = parse_model(JobSources, await json_body(request))
+        body = await json_model(request, JobSources)
         others = await asyncio.to_thread(expand, body.sources, settings=settings.sources, untrusted=True)
         options: CaptionOptions = body
     else:
@@ -83,8 +97,8 @@ async def get_job(job_id: Annotated[str, Field(max_length=64)], jobs: Jobs) -> J
 async def job_results(
     job_id: str,
     jobs: Jobs,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: PageLimit = 100,
 ) -> JobResults:
     await jobs.store.get_job(job_id)
     items = await jobs.store.results(job_id, offset=offset, limit=limit)

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from descry.errors import InputError, NotFound
-from descry.jobs.inputs import ItemInput, new_job_id
-from descry.jobs.records import FINISHED_JOB, OPEN_ITEM, ItemResult, ItemState
+from descry.jobs.inputs import ItemInput, check_idempotency_key, new_job_id
+from descry.jobs.records import FINISHED_JOB, MAX_PAGE_OFFSET, OPEN_ITEM, ItemResult, ItemState
 from descry.jobs.sql.connection import SqlConnection
 from descry.jobs.tables import deliveries, items, jobs, result_cache
 from descry.schemas import Enrichment, ImageRef, ItemError, JobSpec, JobState, JobStatus
@@ -34,7 +34,8 @@ class SqlJobs(SqlConnection):
         """Write a job and all its images in one transaction; an idempotency key returns the first job."""
         if not inputs:
             raise InputError("a job needs at least one image", hint="pass files, paths, URLs or s3:// URIs")
-        if idempotency_key and (existing := await self.find_job(idempotency_key)):
+        idempotency_key = check_idempotency_key(idempotency_key)
+        if idempotency_key is not None and (existing := await self.find_job(idempotency_key)):
             return existing
         resolved = [i if isinstance(i, ItemInput) else ItemInput.from_ref(i) for i in inputs]
         new_id = job_id or new_job_id()
@@ -60,7 +61,7 @@ class SqlJobs(SqlConnection):
         try:
             await self._run(tx)
         except IntegrityError:
-            if idempotency_key and (existing := await self.find_job(idempotency_key)):
+            if idempotency_key is not None and (existing := await self.find_job(idempotency_key)):
                 return existing
             raise
         return new_id
@@ -80,6 +81,7 @@ class SqlJobs(SqlConnection):
 
     async def list_jobs(self, *, limit: int = 50, offset: int = 0, state: JobState | None = None) -> list[JobStatus]:
         """Jobs, newest first, optionally only those in ``state``."""
+        offset, limit = _page(offset, limit)
 
         async def tx(conn: AsyncConnection) -> list[JobStatus]:
             query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
@@ -119,6 +121,7 @@ class SqlJobs(SqlConnection):
 
     async def results(self, job_id: str, *, offset: int = 0, limit: int = 100) -> list[ItemResult]:
         """One page of a job's images in submission order, with their result or error."""
+        offset, limit = _page(offset, limit)
 
         async def tx(conn: AsyncConnection) -> list[ItemResult]:
             await _status(conn, job_id)
@@ -159,6 +162,20 @@ class SqlJobs(SqlConnection):
         for jid in removed:
             self._specs.pop(jid, None)
         return removed
+
+
+def _page(offset: int, limit: int) -> tuple[int, int]:
+    """A page's bounds as both databases take them: no row lies past 2^63 - 1, so larger ones are clamped there.
+
+    SQLite's OFFSET and LIMIT are 64-bit signed (a larger Python int overflows the driver) and
+    PostgreSQL's are bigint; a negative value is an InputError, not a database error.
+    """
+    if offset < 0 or limit < 1:
+        raise InputError(
+            f"a page needs offset >= 0 and limit >= 1, not offset={offset} limit={limit}",
+            hint="start at offset 0 with a positive limit",
+        )
+    return min(offset, MAX_PAGE_OFFSET), min(limit, MAX_PAGE_OFFSET)
 
 
 def _item_row(job_id: str, seq: int, item: ItemInput, now: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""http(s) fetches with an SSRF guard: every hop vetted, its address pinned, bytes and time capped."""
+"""http(s) fetches with an SSRF guard: every hop vetted, its address pinned, bytes and total time capped."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import httpx
 
 from descry.config import ImageLimits, SourceSettings
 from descry.errors import ImageTooLarge, InputError, SourceFetchError, SourceForbidden, SourceNotFound
+from descry.sources.deadline import deadline_transport
 
 
 def _blocked_address(address: str) -> bool:
@@ -83,8 +84,9 @@ def pinned_request(url: str, address: str | None) -> tuple[httpx.URL, dict[str, 
 def fetch_url(url: str, settings: SourceSettings, limits: ImageLimits) -> bytes:
     """GET an image URL, checking every redirect hop, pinning its vetted address and capping bytes and time."""
     timeout = httpx.Timeout(settings.fetch_timeout, connect=min(settings.fetch_timeout, 10.0))
-    deadline = time.monotonic() + settings.fetch_timeout
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    deadline = time.monotonic() + settings.fetch_timeout  # connect, headers and body of every hop, together
+    transport = deadline_transport(deadline)
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport) as client:
         for _ in range(settings.max_redirects + 1):
             target, headers, extensions = pinned_request(url, check_url(url, settings))
             request = client.build_request(
@@ -100,17 +102,27 @@ def fetch_url(url: str, settings: SourceSettings, limits: ImageLimits) -> bytes:
                         raise SourceNotFound("the server answered 404", source=url)
                     if response.status_code >= 400:
                         raise SourceFetchError(f"the server answered {response.status_code}", source=url)
-                    return _read_capped(response, url, limits, deadline)
+                    return _read_capped(response, url, limits, deadline, settings)
                 finally:
                     response.close()
             except httpx.TimeoutException as exc:
-                raise SourceFetchError("timed out fetching the image", source=url) from exc
+                raise _too_slow(url, settings) from exc
             except httpx.HTTPError as exc:
                 raise SourceFetchError(f"could not fetch the image ({exc})", source=url) from exc
     raise SourceFetchError(f"more than {settings.max_redirects} redirects", source=url)
 
 
-def _read_capped(response: httpx.Response, url: str, limits: ImageLimits, deadline: float) -> bytes:
+def _too_slow(url: str, settings: SourceSettings) -> SourceFetchError:
+    return SourceFetchError(
+        f"the fetch took longer than the fetch timeout ({settings.fetch_timeout:g} s for connect, headers and body)",
+        source=url,
+        hint="raise DESCRY_SOURCES__FETCH_TIMEOUT or use a faster server",
+    )
+
+
+def _read_capped(
+    response: httpx.Response, url: str, limits: ImageLimits, deadline: float, settings: SourceSettings
+) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_bytes:
         raise ImageTooLarge(f"the server declares {declared} bytes; the limit is {limits.max_bytes}", source=url)
@@ -121,10 +133,6 @@ def _read_capped(response: httpx.Response, url: str, limits: ImageLimits, deadli
         if total > limits.max_bytes:
             raise ImageTooLarge(f"more than {limits.max_bytes} bytes", source=url)
         if time.monotonic() > deadline:
-            raise SourceFetchError(
-                "the download took longer than the fetch timeout",
-                source=url,
-                hint="raise DESCRY_SOURCES__FETCH_TIMEOUT or use a faster server",
-            )
+            raise _too_slow(url, settings)
         chunks.append(chunk)
     return b"".join(chunks)

@@ -103,3 +103,16 @@ async def test_the_store_refuses_an_empty_idempotency_key(store: SqlJobStore, tm
     assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
     first = await store.create_job(spec(), path_inputs(1), idempotency_key="k-1")
     assert await store.create_job(spec(), path_inputs(2), idempotency_key="k-1") == first
+
+
+async def test_a_job_id_with_a_nul_byte_is_not_found(client: httpx.AsyncClient) -> None:
+    # PostgreSQL refuses NUL in a text parameter: this was a 500 there
+    for method, path in (
+        ("GET", "/v1/jobs/%00"),
+        ("GET", "/v1/jobs/a%00b/results"),
+        ("DELETE", "/v1/jobs/%00"),
+        ("GET", "/async-batch-caption/status/%00"),
+    ):
+        response = await client.request(method, path)
+        assert response.status_code == 404, (path, response.text)
+        assert _error_code(response) == "not_found"

@@ -192,7 +192,9 @@ def _item_row(job_id: str, seq: int, item: ItemInput, now: float) -> dict[str, A
 
 
 async def _status(conn: AsyncConnection, job_id: str) -> JobStatus:
-    row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).mappings().first()
+    # no id holds a NUL, and PostgreSQL refuses one in a text parameter (a DataError, so a 500)
+    query = sa.select(jobs).where(jobs.c.id == job_id)
+    row = None if "\x00" in job_id else (await conn.execute(query)).mappings().first()
     if row is None:
         raise NotFound(f"job '{job_id}' does not exist", hint="list jobs to see their ids; old ones are cleaned up")
     return _to_status(row)

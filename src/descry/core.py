@@ -92,7 +92,13 @@ class Descry:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Descry:
+        await self.open()
         return self
+
+    async def open(self) -> None:
+        """Start the configured network sinks (the webhook's outbox dispatcher), so what an earlier
+        process left in the outbox is sent now, without new work; ``async with`` calls it."""
+        await self.sinks.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

@@ -80,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     descry: Descry = app.state.descry
     batches: BatchManager = app.state.batches
     await batches.start()
+    await descry.open()  # the webhook's outbox is sent from start-up, not from the first request
     loader = None if descry.ready else asyncio.create_task(_load_model(app))
     app.state.loader = loader
     if loader is None:

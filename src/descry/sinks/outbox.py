@@ -4,15 +4,22 @@ An entry is written and committed before ``deliver`` returns, so a crash or a do
 delays an update but never loses it. Entries of one asset go out strictly in order: only the
 oldest pending entry of an asset (its head) can be claimed. A claim is a lease, so two
 dispatchers on the same file never send the same entry at once, and a crashed one's claims expire.
+A claim names its owner (``claim_owner``: host, process id, a random part), so a dispatcher that
+starts releases at once the claims of processes on its host that no longer run
+(``release_dead_claims``) instead of waiting for their leases to run out.
 
 States: ``pending`` -> ``delivered`` | ``dead`` (gave up; kept and listed, can be requeued).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +51,29 @@ WHERE o.channel = :channel AND o.state = 'pending'
   AND o.id = (SELECT MIN(i.id) FROM outbox i
               WHERE i.channel = o.channel AND i.asset = o.asset AND i.state = 'pending')
 """
+
+
+def claim_owner() -> str:
+    """A claim owner for this process: ``<host>/<pid>/<random>``."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when ``owner`` names a process on this host that no longer runs (never a guess)."""
+    host, _, rest = owner.partition("/")
+    pid_text = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but is not ours (PermissionError), or cannot tell
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,27 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
         return [OutboxEntry.from_row(row) for row in rows]
+
+    def release_dead_claims(self, now: float | None = None) -> int:
+        """Release the live claims of owners that are dead processes on this host; returns how many."""
+        now = time.time() if now is None else now
+        with self._lock:
+            owners = [
+                row["lease_owner"]
+                for row in self._db.execute(
+                    "SELECT DISTINCT lease_owner FROM outbox WHERE channel = ? AND state = 'pending'"
+                    " AND lease_owner IS NOT NULL AND lease_until > ?",
+                    (self.channel, now),
+                ).fetchall()
+            ]
+        dead = [owner for owner in owners if owner_is_dead(owner)]
+        if not dead:
+            return 0
+        return self._write(
+            "UPDATE outbox SET lease_until = NULL, lease_owner = NULL WHERE channel = :channel"
+            " AND state = 'pending' AND lease_owner IN (SELECT value FROM json_each(:owners))",
+            {"channel": self.channel, "owners": json.dumps(dead)},
+        ).rowcount
 
     def mark_delivered(self, entry_id: int, status: int) -> None:
         self._finish(entry_id, "delivered", status, None, None)

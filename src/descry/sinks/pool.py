@@ -17,7 +17,7 @@ from descry.config import Settings
 from descry.errors import InputError
 from descry.schemas import Enrichment, ImageRef
 from descry.sinks.base import Sink, close_sinks, deliver_all, sink_done, start_sinks
-from descry.sinks.registry import build_sinks, known_sinks, normalise
+from descry.sinks.registry import build_sinks, configured_network_sinks, known_sinks, normalise
 
 log = logging.getLogger("descry.sinks")
 
@@ -48,9 +48,11 @@ def configured_defaults(settings: Settings, face_default: Sequence[str]) -> list
 class SinkPool:
     """Named sinks, built lazily and shared (a webhook sink starts its outbox dispatcher once).
 
-    Faces call ``names_for`` when a request arrives (it applies the rule and refuses unknown
-    names), then ``deliver(names, enrichment, ref)`` per result, ``done(names, ref)`` to resume,
-    and ``close()`` at shutdown. ``instances`` are sinks the face configured itself (the CLI's
+    ``start()`` (``Descry`` calls it when it opens) builds and starts the configured network sinks
+    at once, so their outbox backlog is sent from process start without new work. Faces call
+    ``names_for`` when a request arrives (it applies the rule and refuses unknown names), then
+    ``deliver(names, enrichment, ref)`` per result, ``done(names, ref)`` to resume, and ``close()``
+    at shutdown. ``instances`` are sinks the face configured itself (the CLI's
     ``-f/-o`` sidecar or JSONL) and take the place of the registry's sink of the same name.
     """
 
@@ -105,6 +107,18 @@ class SinkPool:
                 for name, sink in zip(missing, built, strict=True):
                     self._sinks[name] = sink
         return [self._sinks[n] for n in wanted]
+
+    async def start(self) -> None:
+        """Build and start the network sinks the settings configure (the webhook when its URL is set)
+        and the face's own instances that declare ``network``; one that cannot be built is logged and
+        fails its deliveries as before, and never stops the process from starting."""
+        names = configured_network_sinks(self.settings)
+        names += [n for n, s in self._instances.items() if getattr(s, "network", False) and n not in names]
+        for name in names:
+            try:
+                await self.get([name])
+            except Exception:
+                log.exception("the %s sink could not start; its outbox waits until it can", name)
 
     async def deliver(self, names: Sequence[str], enrichment: Enrichment, ref: ImageRef) -> dict[str, str | None]:
         """Deliver to each named sink: sink name -> error message, or None when delivered."""

@@ -55,6 +55,14 @@ def jsonl_sink(settings: Settings) -> Sink:
     return JsonlSink(settings.sinks.jsonl_path or settings.data_dir / "enrichments.jsonl")
 
 
+def webhook_configured(settings: Settings) -> bool:
+    return bool(settings.sinks.webhook.url)
+
+
+# network sinks (they send from a durable outbox) and whether the settings configure each: these are
+# built and started at process start (``SinkPool.start``) so their backlog goes out without new work
+NETWORK_SINKS: dict[str, Callable[[Settings], bool]] = {"webhook": webhook_configured}
+
 # what pyproject.toml registers; used as well when descry runs from a source tree that is not installed
 BUILTIN: dict[str, SinkFactory] = {
     "log": log_sink,
@@ -80,6 +88,11 @@ def sink_factories() -> dict[str, SinkFactory]:
 def known_sinks() -> list[str]:
     """Every sink name that can be built here."""
     return sorted(sink_factories())
+
+
+def configured_network_sinks(settings: Settings) -> list[str]:
+    """The network sinks these settings configure (the webhook, when its URL is set)."""
+    return [name for name, configured in NETWORK_SINKS.items() if configured(settings)]
 
 
 def normalise(names: Sequence[str]) -> list[str]:

@@ -19,7 +19,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -31,7 +30,7 @@ from descry.config import WebhookSettings
 from descry.errors import ConfigError, DeliveryError
 from descry.schemas import Enrichment, ImageRef
 from descry.sinks.base import asset_key
-from descry.sinks.outbox import Outbox, OutboxEntry
+from descry.sinks.outbox import Outbox, OutboxEntry, claim_owner
 
 log = logging.getLogger("descry.sinks.webhook")
 
@@ -93,9 +92,14 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -
 
 
 class WebhookSink:
-    """POSTs every enrichment to ``settings.url`` at least once, in order per asset."""
+    """POSTs every enrichment to ``settings.url`` at least once, in order per asset.
+
+    ``network``: it sends from a durable outbox, so ``SinkPool.start`` starts it at process start
+    (when its URL is set) and a backlog left by an earlier process is sent without new work.
+    """
 
     name = "webhook"
+    network = True
 
     def __init__(
         self,
@@ -117,7 +121,7 @@ class WebhookSink:
         self.outbox = Outbox(outbox_path, channel="webhook")
         self._transport = transport
         self._rng = rng or random.Random()
-        self._owner = uuid.uuid4().hex
+        self._owner = claim_owner()
         self._lease = settings.timeout * 2 + 5.0
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -139,8 +143,17 @@ class WebhookSink:
         self._wake.set()
 
     async def start(self) -> None:
-        """Start the dispatcher task (idempotent)."""
-        if self._task is None or self._task.done():
+        """Start the dispatcher task (idempotent); claims of dead processes on this host are released first."""
+        if self._closed or (self._task is not None and not self._task.done()):
+            return
+        try:
+            released = await asyncio.to_thread(self.outbox.release_dead_claims)
+        except Exception:  # their leases still run out; the dispatcher must start anyway
+            log.exception("webhook: could not release the claims of dead processes")
+            released = 0
+        if released:
+            log.info("webhook: released %d outbox entries claimed by processes that no longer run", released)
+        if not self._closed and (self._task is None or self._task.done()):
             self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="descry-webhook-dispatcher")
 

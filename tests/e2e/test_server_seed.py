@@ -105,7 +105,7 @@ def test_async_batch(client: httpx.Client) -> None:
     assert set(submitted.json()) == {"message", "task_id"}
     final = _wait_done(client, submitted.json()["task_id"])
     assert final["status"] == "completed" and final["progress"] == {"total": 4, "done": 4, "failed": 0}
-    assert len(final["result"]["results"]) == 4
+    assert len(final["result"]) == 4
     assert {"task_id", "status", "message", "result"} <= set(final)
     unknown = client.get("/async-batch-caption/status/00000000000000000000000000000000")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"

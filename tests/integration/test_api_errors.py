@@ -18,8 +18,9 @@ from tests.fakes.echo_backend import EchoBackend
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
-    assert set(body) == {"error", "request_id"}
+    assert set(body) == {"error", "detail", "request_id"}
     assert body["error"]["code"] == code and body["error"]["message"]
+    assert isinstance(body["detail"], str) and body["detail"]
     assert body["request_id"] == response.headers["x-request-id"]
     return body
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from descry.schemas import (
     CaptionRequest,
@@ -264,10 +264,20 @@ class SeedSourceCaption(BaseModel):
 
 
 class SeedBatchItem(BaseModel):
+    """The seeds' ``{image_path, caption, tags}``; a failed image has ``caption`` null and an ``error``."""
+
     image_path: str
     caption: str | None = None
     tags: list[str] = Field(default_factory=list)
     error: ErrorDetail | None = None
+
+    @model_serializer(mode="wrap")
+    def _seed_shape(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # no return annotation: it would replace the model's schema in the OpenAPI document
+        data = handler(self)
+        if isinstance(data, dict) and data.get("error") is None:
+            data.pop("error", None)
+        return data
 
 
 class SeedBatchResponse(BaseModel):
@@ -287,10 +297,10 @@ class BatchProgress(BaseModel):
 
 
 class AsyncBatchStatus(BaseModel):
+    """The BLIP service's status shape: ``result`` is the list of items once the batch has finished."""
+
     task_id: str
     status: Literal["pending", "processing", "completed", "failed"]
     message: str
-    result: SeedBatchResponse | None = None
+    result: list[SeedBatchItem] | None = None
     progress: BatchProgress
-    created_at: float
-    updated_at: float

@@ -2,7 +2,11 @@
 
 Every error response has the same shape::
 
-    {"error": {"code": "image_too_large", "message": "..."}, "request_id": "..."}
+    {"error": {"code": "image_too_large", "message": "..."}, "detail": "...", "request_id": "..."}
+
+``detail`` repeats the message as a string: the replaced projects' clients (and FastAPI's convention)
+read ``{"detail": "..."}``. A validation error lists at most ``MAX_DETAILS`` problems and counts the
+rest, so its body stays small however many problems the request has.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ STATUS: dict[type[errors.DescryError], int] = {
     errors.DescryError: 500,
 }
 NOT_READY_RETRY_AFTER = 5
+MAX_DETAILS = 20  # validation problems listed in a 422; the rest are counted in "omitted"
+MAX_FIELD_CHARS = 200  # a field path or message longer than this is cut (keys come from the client)
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -80,7 +86,7 @@ def request_id_of(request: Request) -> str | None:
 
 def error_body(code: str, message: str, request_id: str | None, **extra: Any) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message, **extra}
-    return {"error": error, "request_id": request_id}
+    return {"error": error, "detail": message, "request_id": request_id}
 
 
 def _count(request: Request, code: str) -> None:
@@ -111,17 +117,34 @@ async def descry_error_handler(request: Request, exc: Exception) -> JSONResponse
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_FIELD_CHARS else text[: MAX_FIELD_CHARS - 1] + "…"
+
+
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(part) for part in loc if part != "body") or "body"
+    return _cut(".".join(str(part) for part in loc if part != "body") or "body")
+
+
+def validation_total(exc: RequestValidationError) -> int:
+    """How many problems the request had: a bounded error (``api.jsonbody``) lists only the first."""
+    return max(int(getattr(exc, "total", 0)), len(exc.errors()))
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [{"field": _location(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
-    message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "the request is not valid"
+    listed = exc.errors()[:MAX_DETAILS]
+    omitted = validation_total(exc) - len(listed)
+    details = [{"field": _location(e.get("loc", ())), "message": _cut(str(e.get("msg", "")))} for e in listed]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3]) or "the request is not valid"
+    if len(details) + omitted > 3:
+        message += f" (and {len(details) + omitted - 3} more)"
     _count(request, "validation_error")
     body = error_body(
-        "validation_error", f"invalid request: {message}", request_id_of(request), details=details
+        "validation_error",
+        f"invalid request: {message}",
+        request_id_of(request),
+        details=details,
+        omitted=omitted,
     )
     return JSONResponse(body, status_code=422)
 

@@ -6,9 +6,8 @@ Workers start once the model has loaded, so images wait in the database, not in 
 from __future__ import annotations
 
 import logging
-import time
 
-from descry.api.bodies import AsyncBatchStatus, BatchProgress, ErrorDetail, SeedBatchItem, SeedBatchResponse
+from descry.api.bodies import AsyncBatchStatus, BatchProgress, ErrorDetail, SeedBatchItem
 from descry.jobs.service import JobService
 from descry.jobs.store import ItemResult
 from descry.schemas import CaptionRequest, ImageRef, JobState, JobStatus
@@ -60,18 +59,13 @@ class StoreBatches:
         result = None
         if job.state not in (JobState.queued, JobState.running):
             rows = await self.jobs.store.results(batch_id, limit=SEED_RESULT_LIMIT)
-            result = SeedBatchResponse(
-                results=[seed_result_item(row) for row in rows],
-                total_processing_time=round(job.updated_at - job.created_at, 3),
-            )
+            result = [seed_result_item(row) for row in rows]
         return AsyncBatchStatus(
             task_id=job.id,
             status=SEED_STATES[job.state],  # type: ignore[arg-type]
             message=progress_message(job),
             result=result,
             progress=BatchProgress(total=job.total, done=job.done + job.failed, failed=job.failed),
-            created_at=job.created_at,
-            updated_at=job.updated_at or time.time(),
         )
 
     async def close(self) -> None:

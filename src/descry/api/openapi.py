@@ -83,15 +83,52 @@ def either_body(multipart: str, json: str) -> dict[str, Any]:
     }
 
 
+ERROR_RESPONSE: dict[str, Any] = {
+    "title": "ErrorResponse",
+    "type": "object",
+    "required": ["error", "detail", "request_id"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}, "description": "the first problems"},
+                "omitted": {"type": "integer", "description": "problems not listed in details"},
+            },
+        },
+        "detail": {"type": "string", "description": "the message again, for clients of the replaced services"},
+        "request_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+}
+
+
+def _error_responses(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 as ``{"detail": [...]}``; descry answers with its error envelope."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422") if isinstance(operation, dict) else None
+            if response is not None:
+                response["content"] = {"application/json": {"schema": _ref("ErrorResponse")}}
+    schemas = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+
+
 def install_openapi(app: FastAPI) -> None:
-    """Add the hand-documented request bodies to the generated schema."""
+    """Add the hand-documented request bodies and the error envelope to the generated schema."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()
+        if "ErrorResponse" in schema.get("components", {}).get("schemas", {}):
+            return schema  # FastAPI caches the document; patched already
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, body in component_schemas().items():
             schemas.setdefault(name, body)
+        schemas["ErrorResponse"] = ERROR_RESPONSE
+        _error_responses(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from descry.api.bodies import CaptionOptions, JobSources
 from descry.api.deps import get_jobs, get_settings
+from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
-from descry.api.uploads import content_kind, form_fields, json_body, parse_model, read_uploads
+from descry.api.uploads import content_kind, form_fields, parse_model, read_uploads
 from descry.config import Settings
 from descry.errors import InputError, PayloadTooLarge
 from descry.jobs.inputs import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
@@ -62,7 +63,7 @@ async def submit_job(
     uploads: list[ImageRef] = []
     others: list[ImageRef] = []
     if content_kind(request) == "json":
-        body = parse_model(JobSources, await json_body(request))
+        body = await json_model(request, JobSources)
         others = await asyncio.to_thread(expand, body.sources, settings=settings.sources, untrusted=True)
         options: CaptionOptions = body
     else:

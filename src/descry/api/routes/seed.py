@@ -20,10 +20,11 @@ from descry.api.bodies import (
     source_ref,
 )
 from descry.api.deps import get_batches, get_service, get_settings
+from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
 from descry.api.security import require_scope
 from descry.api.service import CaptionService
-from descry.api.uploads import content_kind, json_body, parse_model, read_single_upload, read_upload, read_uploads
+from descry.api.uploads import content_kind, read_single_upload, read_upload, read_uploads
 from descry.config import Settings
 from descry.errors import InputError, NotFound
 from descry.schemas import CaptionRequest
@@ -93,7 +94,7 @@ async def caption(
     """Multipart `file` → `{filename, caption, tags, processing_time}`; JSON `{s3_uri | url, detailed,
     use_gpt_oss}` → `{caption, enhanced, s3_uri}` plus `original_caption` when the caption was polished."""
     if content_kind(request) == "json":
-        body = parse_model(SeedCaptionJSON, await json_body(request))
+        body = await json_model(request, SeedCaptionJSON)
         caption_request = CaptionRequest(
             detail="detailed" if body.detailed else "brief", enhance=body.use_gpt_oss
         )

@@ -20,12 +20,12 @@ from descry.api.bodies import (
     PresetInfo,
 )
 from descry.api.deps import get_engine, get_request_id, get_service, get_settings
+from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
 from descry.api.service import CaptionService
 from descry.api.uploads import (
     content_kind,
     form_fields,
-    json_body,
     parse_model,
     read_single_upload,
     read_uploads,
@@ -54,7 +54,7 @@ async def caption(
     """Send the image as a multipart `file` part with optional option fields, or JSON naming a `url`,
     `s3_uri` or `path` (inside an allowed root) with the same options."""
     if content_kind(request) == "json":
-        source = parse_model(CaptionSource, await json_body(request))
+        source = await json_model(request, CaptionSource)
         ref, caption_request = source.ref(), source.to_request()
     else:
         async with request.form() as form:
@@ -71,7 +71,7 @@ async def caption(
 
 async def _batch_items(request: Request, settings: Settings) -> list[tuple[ImageRef, CaptionRequest]]:
     if content_kind(request) == "json":
-        body = parse_model(BatchSources, await json_body(request))
+        body = await json_model(request, BatchSources)
         limit = settings.security.max_batch_items
         if len(body.items) > limit:
             raise PayloadTooLarge(

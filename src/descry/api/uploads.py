@@ -1,16 +1,26 @@
-"""Reading request bodies: capped uploads, multipart option fields and JSON bodies."""
+"""Reading request bodies: forms within descry's limits, capped uploads, option fields, JSON bodies.
+
+Every form is parsed with descry's own limits (files, fields, field size) and the framework's
+multipart errors become descry's: a route that reads a form itself uses ``open_form``; a route
+whose ``File``/``Form`` parameters FastAPI fills is declared on a ``FormRoute`` router, which
+parses the form the same way before FastAPI reads it.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from fastapi import Request, UploadFile
+from fastapi import Request, Response, UploadFile, params
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from descry.config import Settings
 from descry.errors import ImageTooLarge, InputError, PayloadTooLarge
@@ -21,6 +31,92 @@ M = TypeVar("M", bound=BaseModel)
 CHUNK = 1024 * 1024
 LIST_FIELDS = {"sinks"}
 JSON_FIELDS = {"params"}
+MAX_FORM_FIELDS = 64  # text fields in one form: every option once, with room for repeated ``sinks``
+UTF8_MAX_BYTES = 4  # a field of max_field_chars characters is at most this many bytes per character
+
+
+async def parse_form(request: Request, settings: Settings) -> FormData:
+    """The request's form, parsed (once per request) within descry's limits.
+
+    Too many files or fields: 413 ``payload_too_large``; a text field over the size limit: 422
+    ``validation_error``; a malformed multipart body: 400 ``invalid_input``.
+    """
+    security = settings.security
+    try:
+        return await request.form(
+            max_files=security.max_files,
+            max_fields=MAX_FORM_FIELDS,
+            max_part_size=security.max_field_chars * UTF8_MAX_BYTES,
+        )
+    except MultiPartException as exc:
+        raise form_error(exc, settings) from exc
+    except HTTPException as exc:  # Starlette turns its MultiPartException into a bare 400 inside an app
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, MultiPartException):
+            raise form_error(cause, settings) from cause
+        raise
+
+
+@asynccontextmanager
+async def open_form(request: Request, settings: Settings) -> AsyncIterator[FormData]:
+    """``parse_form`` for a route that reads the form itself; the uploads are closed on the way out."""
+    form = await parse_form(request, settings)
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+def form_error(exc: MultiPartException, settings: Settings) -> Exception:
+    """Starlette's multipart error (it has only a message) as descry's error with its documented code."""
+    message = exc.message
+    if message.startswith("Too many files"):
+        limit = settings.security.max_files
+        return PayloadTooLarge(
+            f"more than {limit} files in one request",
+            hint="split the upload into several requests or raise DESCRY_SECURITY__MAX_FILES",
+        )
+    if message.startswith("Too many fields"):
+        return PayloadTooLarge(
+            f"more than {MAX_FORM_FIELDS} form fields in one request",
+            hint="send each option once; list several sinks comma-separated in one 'sinks' field",
+        )
+    if "exceeded maximum size" in message:
+        chars = settings.security.max_field_chars
+        problem = {
+            "type": "string_too_long",
+            "loc": ("body",),
+            "msg": f"a form field is longer than {chars} characters (DESCRY_SECURITY__MAX_FIELD_CHARS)",
+            "input": None,
+            "ctx": {"max_length": chars},
+        }
+        return RequestValidationError([problem])
+    return InputError(
+        f"the multipart body cannot be read ({message})",
+        hint="send multipart/form-data with a boundary and named parts, as curl -F does",
+    )
+
+
+class FormRoute(APIRoute):
+    """A route whose ``File``/``Form`` parameters are parsed with descry's limits and errors.
+
+    FastAPI parses such a body with the framework's defaults before the endpoint runs; this parses it
+    first with ``parse_form`` (FastAPI then reuses the parsed form and closes it). Routes without form
+    parameters are left alone, so their dependencies (API keys) still run before any body is read.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        body = self.body_field
+        if body is None or not isinstance(body.field_info, params.Form):
+            return handler
+
+        async def form_first(request: Request) -> Response:
+            settings: Settings = request.app.state.settings
+            await parse_form(request, settings)
+            return await handler(request)
+
+        return form_first
 
 
 async def read_upload(upload: UploadFile | StarletteUpload, max_bytes: int) -> ImageRef:

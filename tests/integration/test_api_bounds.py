@@ -94,6 +94,16 @@ async def test_deeply_nested_json_is_a_4xx(settings: Settings, route: str) -> No
     assert 400 <= shallow.status_code < 500
 
 
+@pytest.mark.parametrize("route", ["/v1/caption", "/v1/caption/batch", "/v1/jobs"])
+async def test_deeply_nested_params_form_field_is_a_4xx(settings: Settings, route: str) -> None:
+    part = "file" if route == "/v1/caption" else "files"
+    async with serve(api_settings(settings)) as (client, _app):
+        response = await client.post(
+            route, files={part: ("a.jpg", jpeg(), "image/jpeg")}, data={"params": "[" * 5000 + "]" * 5000}
+        )
+    envelope(response, 400, "invalid_input")
+
+
 async def test_every_error_body_has_detail(settings: Settings) -> None:
     async with serve(api_settings(settings)) as (client, _app):
         answers = [

@@ -210,11 +210,13 @@ def form_fields(form: FormData, model: type[BaseModel], *, skip: set[str]) -> di
 
 
 def _json_field(key: str, value: str) -> Any:
+    hint = 'e.g. {"temperature": 0.7}'
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        hint = 'e.g. {"temperature": 0.7}'
         raise InputError(f"the form field {key!r} is not valid JSON ({exc.msg})", hint=hint) from exc
+    except RecursionError:  # nesting deeper than Python's recursion limit: a 400, not a 500
+        raise InputError(f"the form field {key!r} is nested too deeply", hint=hint) from None
 
 
 def content_kind(request: Request) -> str:

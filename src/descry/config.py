@@ -252,6 +252,16 @@ class ServerSettings(BaseModel):
     graceful_shutdown_s: int = Field(
         30, ge=0, le=3600, description="on SIGTERM, seconds in-flight requests may finish"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="seconds a connection has to send a request's line and headers, else closed"
+    )
+    body_timeout_s: float = Field(
+        120.0, gt=0, le=86_400, description="seconds to receive a whole request body, else 408"
+    )
+    keep_alive_s: int = Field(5, ge=1, le=3600, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000, description="open connections per worker process; more are answered 503 and closed"
+    )
 
 
 # legacy name -> (section, field)

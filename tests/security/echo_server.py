@@ -15,6 +15,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from descry.api.app import create_app  # noqa: E402
+from descry.api.connections import uvicorn_options  # noqa: E402
 from descry.config import Settings  # noqa: E402
 from descry.engine.pipeline import Engine  # noqa: E402
 from tests.fakes.echo_backend import EchoBackend  # noqa: E402
@@ -25,7 +26,8 @@ def main() -> None:
     delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     settings = Settings()
     app = create_app(settings, engine=Engine(settings, backend=EchoBackend(delay=delay)))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=20)
+    options = uvicorn_options(settings.server)  # the header deadline and connection cap `descry serve` uses
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=20, **options)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,12 @@ def create_app(
     if docs:
         install_docs(app)
     install_security(app, settings.security)
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.security.max_body_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.security.max_body_bytes,
+        body_timeout=settings.server.body_timeout_s,
+    )
     _install_web_page(app)
     return app
 

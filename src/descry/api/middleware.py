@@ -1,7 +1,8 @@
-"""The outermost request layer: request id, body size limit, access log, metrics and the last-resort 500."""
+"""The outermost request layer: request id, body size and time limits, access log, metrics and the last-resort 500."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -48,10 +49,13 @@ def _too_large(limit: int) -> str:
 class RequestMiddleware:
     """Tags each request with an id, caps its body, logs and measures it, and turns crashes into JSON 500s."""
 
-    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: ApiMetrics, max_body_bytes: int, body_timeout: float | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,19 +94,36 @@ class RequestMiddleware:
             request_id_var.reset(token)
 
     def _capped(self, receive: Receive) -> Receive:
-        """Count streamed body bytes (chunked uploads declare no length) and stop at the limit."""
+        """Count streamed body bytes (chunked uploads declare no length) and stop at the limit.
+
+        The whole body must also arrive within ``body_timeout`` seconds of the request's start,
+        however it trickles (408); waits after the body is in (for a disconnect) are not bounded.
+        """
         seen = 0
+        deadline = None if self.body_timeout is None else time.monotonic() + self.body_timeout
+        body_done = False
 
         async def capped() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            message = await (receive() if body_done or deadline is None else self._by(deadline, receive))
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
                     raise HTTPException(413, _too_large(self.max_body_bytes))
+                body_done = not message.get("more_body", False)
             return message
 
         return capped
+
+    async def _by(self, deadline: float, receive: Receive) -> Message:
+        try:
+            return await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            message = (
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(DESCRY_SERVER__BODY_TIMEOUT_S); send it faster or raise the limit"
+            )
+            raise HTTPException(408, message, headers={"Connection": "close"}) from None
 
     def _finish(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         route = scope.get("route")

@@ -23,6 +23,8 @@ def serve(
     """Run the HTTP API (docs at /docs); the model loads in the background, /ready says when it is up."""
     try:
         import uvicorn
+
+        from descry.api.connections import uvicorn_options
     except ImportError as exc:
         raise fail(MissingDependency("uvicorn", "server")) from exc
     settings = Settings()
@@ -47,4 +49,5 @@ def serve(
         proxy_headers=bool(settings.security.trusted_proxies),
         timeout_graceful_shutdown=server.graceful_shutdown_s,
         root_path=server.root_path,
+        **uvicorn_options(server),  # header deadline, connection cap, keep-alive (the body's is the app's)
     )

@@ -18,7 +18,7 @@ from descry import errors
 from descry.api.errors import HTTP_CODES
 from descry.config import Settings
 from tests.api_helpers import api_settings, jpeg, serve
-from tests.security.corpus import png_flipped_idat, picture, valid_pngs
+from tests.security.corpus import picture, png_flipped_idat, valid_pngs
 
 # route -> the name of its file part(s); every route that reads a multipart form
 SINGLE = {"/v1/caption": "file", "/caption": "file", "/infer": "file", "/api/enrich": "file"}
@@ -88,7 +88,8 @@ async def test_forms_within_the_limits_still_work(settings: Settings) -> None:
     async with serve(config) as (client, _app):
         batch = await client.post("/v1/caption/batch", files=files, data={"prompt": prompt})
         seed = await client.post("/batch-caption", files=files)
-        enrich = await client.post("/api/enrich", files={"file": ("a.jpg", jpeg(), "image/jpeg")}, data={"asset_id": "A"})
+        one = {"file": ("a.jpg", jpeg(), "image/jpeg")}
+        enrich = await client.post("/api/enrich", files=one, data={"asset_id": "A"})
     assert batch.status_code == 200 and batch.json()["succeeded"] == 3, batch.text
     assert seed.status_code == 200 and len(seed.json()["results"]) == 3, seed.text
     assert enrich.status_code == 200, enrich.text

@@ -12,7 +12,7 @@ from descry.api.bodies import CaptionOptions, JobSources
 from descry.api.deps import get_jobs, get_settings
 from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
-from descry.api.uploads import content_kind, form_fields, parse_model, read_uploads
+from descry.api.uploads import content_kind, form_fields, open_form, parse_model, read_uploads
 from descry.config import Settings
 from descry.errors import InputError, PayloadTooLarge
 from descry.jobs.inputs import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN
@@ -67,7 +67,7 @@ async def submit_job(
         others = await asyncio.to_thread(expand, body.sources, settings=settings.sources, untrusted=True)
         options: CaptionOptions = body
     else:
-        async with request.form() as form:
+        async with open_form(request, settings) as form:
             uploads = await read_uploads(form.getlist("files"), settings)
             options = parse_model(CaptionOptions, form_fields(form, CaptionOptions, skip={"files"}))
     total = len(uploads) + len(others)

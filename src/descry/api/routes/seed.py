@@ -24,12 +24,19 @@ from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
 from descry.api.security import require_scope
 from descry.api.service import CaptionService
-from descry.api.uploads import content_kind, read_single_upload, read_upload, read_uploads
+from descry.api.uploads import (
+    FormRoute,
+    content_kind,
+    open_form,
+    read_single_upload,
+    read_upload,
+    read_uploads,
+)
 from descry.config import Settings
 from descry.errors import InputError, NotFound
 from descry.schemas import CaptionRequest
 
-router = APIRouter(tags=["seed-compatible"])
+router = APIRouter(tags=["seed-compatible"], route_class=FormRoute)
 
 Service = Annotated[CaptionService, Depends(get_service)]
 Config = Annotated[Settings, Depends(get_settings)]
@@ -107,7 +114,7 @@ async def caption(
             answer.original_caption = enrichment.original_caption
         return answer
     started = time.perf_counter()
-    async with request.form() as form:
+    async with open_form(request, settings) as form:
         ref = await read_single_upload(form, settings)
         detailed, enhance = _flag(form.get("detailed")), _flag(form.get("use_gpt_oss"))
     caption_request = CaptionRequest(detail="detailed" if detailed else "brief", enhance=enhance)

@@ -26,6 +26,7 @@ from descry.api.service import CaptionService
 from descry.api.uploads import (
     content_kind,
     form_fields,
+    open_form,
     parse_model,
     read_single_upload,
     read_uploads,
@@ -57,7 +58,7 @@ async def caption(
         source = await json_model(request, CaptionSource)
         ref, caption_request = source.ref(), source.to_request()
     else:
-        async with request.form() as form:
+        async with open_form(request, settings) as form:
             ref = await read_single_upload(
                 form, settings, hint="send it with curl -F 'file=@photo.jpg'; for several images use /v1/caption/batch"
             )
@@ -79,7 +80,7 @@ async def _batch_items(request: Request, settings: Settings) -> list[tuple[Image
                 hint="split the batch or raise DESCRY_SECURITY__MAX_BATCH_ITEMS",
             )
         return [(item.ref(), item.to_request()) for item in body.items]
-    async with request.form() as form:
+    async with open_form(request, settings) as form:
         files = form.getlist("files")
         refs = await read_uploads(files, settings)
         options = parse_model(CaptionOptions, form_fields(form, CaptionOptions, skip={"files"}))

@@ -143,7 +143,7 @@ def test_sigterm_mid_batch_finishes_requests_and_resumes_the_batch(
         assert status["status"] in ("pending", "processing"), status
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
-    results = status["result"]["results"]  # type: ignore[index]
+    results = status["result"]  # the BLIP service's list of {image_path, caption, tags}
     assert [r["image_path"] for r in results] == [f"img{i:02d}.png" for i in range(count)]
     assert all(r.get("caption") and not r.get("error") for r in results)
     restarted.terminate()

@@ -41,7 +41,7 @@ DESCRIPTION = """Caption and enrich images with vision-language models running o
 
 The canonical API lives under `/v1`. The routes without a prefix (`/infer`, `/api/enrich`,
 `/caption`, `/batch-caption`, `/async-batch-caption`) keep the request and response shapes of
-the services descry replaces. Errors are JSON: `{"error": {"code", "message"}, "request_id"}`.
+the services descry replaces. Errors are JSON: `{"error": {"code", "message"}, "detail", "request_id"}`.
 """
 
 

@@ -231,13 +231,3 @@ def content_kind(request: Request) -> str:
         f"unsupported Content-Type {ctype or 'none'!r}: send multipart/form-data with image files, "
         "or application/json naming a url, s3_uri or path",
     )
-
-
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": None}]
-        ) from exc

@@ -190,18 +190,25 @@ class Guard:
         return key
 
 
+class ScopeCheck:
+    """The dependency ``require_scope`` returns; ``api.openapi`` reads ``public`` to document 401/403."""
+
+    def __init__(self, scope: AccessScope, public: PublicRoute | None) -> None:
+        self.scope: AccessScope = scope
+        self.public: PublicRoute | None = public
+
+    async def __call__(self, request: Request) -> ApiKey | None:
+        guard = getattr(request.app.state, "guard", None)
+        if not isinstance(guard, Guard):
+            raise ConfigError("the API's security guard is not installed", hint="build the app with create_app")
+        return guard.check(request, self.scope, self.public)
+
+
 def require_scope(
     scope: AccessScope, *, public: PublicRoute | None = None
 ) -> Callable[[Request], Awaitable[ApiKey | None]]:
     """A FastAPI dependency: the request's key must hold ``scope`` (when keys are configured)."""
-
-    async def dependency(request: Request) -> ApiKey | None:
-        guard = getattr(request.app.state, "guard", None)
-        if not isinstance(guard, Guard):
-            raise ConfigError("the API's security guard is not installed", hint="build the app with create_app")
-        return guard.check(request, scope, public)
-
-    return dependency
+    return ScopeCheck(scope, public)
 
 
 class SecurityMiddleware:

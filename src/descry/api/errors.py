@@ -17,7 +17,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from descry import errors
 
@@ -150,11 +152,25 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     return JSONResponse(body, status_code=422)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the app serves on the request's path: Starlette's 405 names only the first
+    matching route's (GET and DELETE /v1/jobs/{id} are two routes)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        found = getattr(route, "methods", None)
+        if found and route.matches(request.scope)[0] != Match.NONE:
+            methods |= found
+    return ", ".join(sorted(methods))
+
+
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     body = error_body(code, str(exc.detail), request_id_of(request))
-    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405 and (allowed := allowed_methods(request)):
+        headers["Allow"] = allowed
+    return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
 
 def internal_error_body(request_id: str | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from descry.bench.builders import name_processor
+from descry.bench.configs import QWEN_TEMPLATE
 
 CORPUS = [
     "A photo of a red car parked on a quiet street.",
@@ -23,15 +24,6 @@ CORPUS = [
     "Write a short caption. List the objects you can see.",
     "The quick brown fox jumps over the lazy dog 0123456789.",
 ]
-
-QWEN_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 IDEFICS3_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"

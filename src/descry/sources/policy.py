@@ -27,18 +27,17 @@ class TrustPolicy:
     @classmethod
     def local(cls, sources: SourceSettings) -> TrustPolicy:
         """The user at this machine (CLI, batch, Ray): any file they can read; URLs guarded as configured."""
-        return cls(
-            paths="anywhere",
-            roots=tuple(sources.allowed_roots),
-            private_urls=sources.allow_private_urls,
-            url_allowlist=tuple(sources.url_allowlist),
-        )
+        return cls._configured(sources, "anywhere")
 
     @classmethod
     def network(cls, sources: SourceSettings) -> TrustPolicy:
         """Callers over the network (API, API-submitted jobs): server paths only inside the allowed roots."""
+        return cls._configured(sources, "roots")
+
+    @classmethod
+    def _configured(cls, sources: SourceSettings, paths: PathTrust) -> TrustPolicy:
         return cls(
-            paths="roots",
+            paths=paths,
             roots=tuple(sources.allowed_roots),
             private_urls=sources.allow_private_urls,
             url_allowlist=tuple(sources.url_allowlist),

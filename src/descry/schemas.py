@@ -47,6 +47,9 @@ class GenerationParams(BaseModel):
         return GenerationParams(**data)
 
 
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+
+
 class CaptionRequest(BaseModel):
     """What to do with one image: the options every face accepts."""
 
@@ -66,6 +69,12 @@ class CaptionRequest(BaseModel):
     enhance: bool | None = None
     asset_id: str | None = Field(default=None, max_length=512)
     sinks: list[str] | None = None
+    language: str | None = Field(
+        default=None,
+        max_length=35,
+        pattern=LANGUAGE_PATTERN,
+        description="BCP 47 language of the caption and tags (e.g. de, pt-BR); None: the server's setting",
+    )
 
 
 class Tag(BaseModel):
@@ -109,6 +118,7 @@ class Enrichment(BaseModel):
     structured: dict[str, Any] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
+    language: str | None = Field(default=None, description="BCP 47 language of the caption; None: not stated")
 
 
 class ItemError(BaseModel):

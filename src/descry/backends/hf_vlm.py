@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import Field
 
 from descry.backends import hf_common
-from descry.backends.base import Capabilities, Generation, Preset, Prompted, chat_spec
+from descry.backends.base import Capabilities, Generation, Prompted
+from descry.backends.hf_presets import HF_VLM_PRESETS
 from descry.errors import ConfigError
 from descry.schemas import GenerationParams
 
@@ -23,7 +24,6 @@ IMAGE_ONLY_PROCESSORS = {
 }
 
 PIXEL_OPTIONS = ("min_pixels", "max_pixels")
-QWEN_MAX_PIXELS = 768 * 28 * 28
 
 
 def image_only_processor_class(model_type: str) -> Any:
@@ -63,24 +63,12 @@ class HFVisionOptions(hf_common.TransformersOptions):
     max_pixels: int | None = Field(None, ge=1)
 
 
-def _chat(model_id: str, note: str, **options: Any) -> Preset:
-    return Preset(chat_spec(model_id, "hf_vlm", **options), note)
-
-
 class HFVisionBackend(hf_common.TransformersBackend):
     """Image-text-to-text models loaded with AutoModelForImageTextToText and prompted via their chat template."""
 
     name = "hf_vlm"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
-    presets = {
-        "qwen2.5-vl-3b": _chat(
-            "Qwen/Qwen2.5-VL-3B-Instruct", "3B instruct, GPU recommended", max_pixels=QWEN_MAX_PIXELS
-        ),
-        "qwen2.5-vl-7b": _chat("Qwen/Qwen2.5-VL-7B-Instruct", "7B instruct, GPU", max_pixels=QWEN_MAX_PIXELS),
-        "smolvlm": _chat("HuggingFaceTB/SmolVLM-Instruct", "2B instruct"),
-        "smolvlm-256m": _chat("HuggingFaceTB/SmolVLM-256M-Instruct", "256M instruct, CPU friendly"),
-        "llava-1.5-7b": _chat("llava-hf/llava-1.5-7b-hf", "7B instruct, GPU"),
-    }
+    presets = HF_VLM_PRESETS
     model_types = frozenset({"qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava"})
     Options = HFVisionOptions
 

@@ -216,6 +216,12 @@ class TestBuiltInFamilies:
             "smolvlm": "hf_vlm",
             "smolvlm-256m": "hf_vlm",
             "llava-1.5-7b": "hf_vlm",
+            **dict.fromkeys(
+                ["qwen3-vl-2b", "qwen3-vl-4b", "qwen3-vl-8b", "gemma-3-4b", "smolvlm2-256m", "smolvlm2-500m"]
+                + ["smolvlm2-2.2b", "internvl3-1b", "internvl3-2b", "internvl3-8b", "llava-onevision-0.5b"]
+                + ["llava-onevision-7b", "joycaption-beta-one"],
+                "hf_vlm",
+            ),
         }
         types = registry.catalog().model_types
         assert {t: types[t] for t in ("florence2", "blip", "phi3_v")} == {

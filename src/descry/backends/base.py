@@ -93,12 +93,39 @@ class BackendOptions(BaseModel):
 OptionsT = TypeVar("OptionsT", bound=BackendOptions)
 
 
+CPU_LEVELS = ("yes", "slow", "no")
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A named, ready-made model: its spec and a one-line note for ``descry models``."""
+    """A named, ready-made model: its spec and what ``descry models`` says about it.
+
+    ``params_b`` is the parameter count in billions and ``download_gb`` the weights a pull fetches (GB,
+    from the hub's file listing); ``cpu`` is one of CPU_LEVELS: ``yes`` (seconds per image on a laptop
+    CPU), ``slow`` (runs, tens of seconds per image), ``no`` (a GPU is needed). ``model_type`` is the
+    checkpoint's config.json ``model_type``, which a backend must accept; ``gated``: the hub asks for
+    the licence to be accepted before the files can be downloaded.
+    """
 
     spec: ModelSpec
     note: str = ""
+    params_b: float = 0.0
+    download_gb: float = 0.0
+    good_at: str = ""
+    cpu: str = "no"
+    licence: str = ""
+    gated: bool = False
+    model_type: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cpu not in CPU_LEVELS:
+            raise ValueError(f"Preset.cpu must be one of {', '.join(CPU_LEVELS)}, got {self.cpu!r}")
+
+    @property
+    def size(self) -> str:
+        """``2.2B, 4.4 GB``: the parameter count and the download, as far as they are known."""
+        parts = [f"{self.params_b:g}B" if self.params_b else "", f"{self.download_gb:.1f} GB" if self.download_gb else ""]
+        return ", ".join(part for part in parts if part)
 
 
 def chat_spec(model_id: str, backend: str, **options: Any) -> ModelSpec:

@@ -51,8 +51,26 @@ class BlipBackend(hf_common.TransformersBackend):
     name = "blip"
     capabilities = Capabilities(instruct=False, prompt=True, tasks=frozenset(), batching=True)
     presets = {
-        "blip-base": Preset(blip_spec("Salesforce/blip-image-captioning-base"), "0.25B, short captions, fastest"),
-        "blip-large": Preset(blip_spec("Salesforce/blip-image-captioning-large"), "0.47B, short captions"),
+        "blip-base": Preset(
+            blip_spec("Salesforce/blip-image-captioning-base"),
+            "0.25B, short captions, fastest",
+            params_b=0.25,
+            download_gb=1.0,
+            good_at="short captions, the fastest; a prompt is a caption prefix",
+            cpu="yes",
+            licence="bsd-3-clause",
+            model_type="blip",
+        ),
+        "blip-large": Preset(
+            blip_spec("Salesforce/blip-image-captioning-large"),
+            "0.47B, short captions",
+            params_b=0.47,
+            download_gb=1.9,
+            good_at="short captions, a little more detail than blip-base",
+            cpu="yes",
+            licence="bsd-3-clause",
+            model_type="blip",
+        ),
     }
     model_types = frozenset({"blip"})
 

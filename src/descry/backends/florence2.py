@@ -60,8 +60,26 @@ class Florence2Backend(hf_common.TransformersBackend):
         instruct=False, prompt=False, tasks=TASKS, batching=True, default_task=DEFAULT_TASK
     )
     presets = {
-        "florence-2-base": Preset(florence_spec("florence-community/Florence-2-base"), "0.23B, fast on CPU (default)"),
-        "florence-2-large": Preset(florence_spec("florence-community/Florence-2-large"), "0.77B, better detail"),
+        "florence-2-base": Preset(
+            florence_spec("florence-community/Florence-2-base"),
+            "0.23B, fast on CPU (default)",
+            params_b=0.23,
+            download_gb=0.5,
+            good_at="one-line to paragraph captions, object detection, OCR",
+            cpu="yes",
+            licence="mit",
+            model_type="florence2",
+        ),
+        "florence-2-large": Preset(
+            florence_spec("florence-community/Florence-2-large"),
+            "0.77B, better detail",
+            params_b=0.77,
+            download_gb=1.6,
+            good_at="more detailed captions, object detection, OCR",
+            cpu="yes",
+            licence="mit",
+            model_type="florence2",
+        ),
     }
     model_types = frozenset({"florence2"})
 

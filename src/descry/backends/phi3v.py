@@ -80,7 +80,18 @@ class Phi3VisionBackend(hf_common.TransformersBackend):
 
     name = "phi3v"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
-    presets = {"phi-3.5-vision": Preset(phi3v_spec("microsoft/Phi-3.5-vision-instruct"), "4.2B instruct, remote code")}
+    presets = {
+        "phi-3.5-vision": Preset(
+            phi3v_spec("microsoft/Phi-3.5-vision-instruct"),
+            "4.2B instruct, remote code",
+            params_b=4.2,
+            download_gb=8.3,
+            good_at="small text, documents and charts (high-resolution crops)",
+            cpu="slow",
+            licence="mit",
+            model_type="phi3_v",
+        )
+    }
     model_types = frozenset({"phi3_v"})
     Options = Phi3VisionOptions
 

@@ -66,7 +66,10 @@ class ImageLimits(BaseModel):
     max_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_pixels: int = Field(100_000_000, ge=1)
     max_side: int = Field(30_000, ge=1)
-    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF"])
+    formats: list[str] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF", "RAW"],
+        description="accepted formats; RAW stands for every camera RAW format (DNG, CR3, NEF, ...)",
+    )
 
 
 class SourceSettings(BaseModel):

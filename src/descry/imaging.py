@@ -1,6 +1,7 @@
 """Pure image functions: sniff, validate, decode (JPEG draft mode), orient, resize.
 
-The file extension is never trusted: the format comes from the bytes.
+The file extension is never trusted: the format comes from the bytes. HEIC/HEIF and camera RAW
+are decoded through ``descry.formats`` (pillow-heif, rawpy); AVIF by Pillow itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from descry.config import ImageLimits
 from descry.errors import CorruptImage, ImageTooLarge, UnsupportedFormat
+from descry.formats import (
+    AVIF_BRANDS,
+    HEIF_BRANDS,
+    RAW_EXTENSIONS,
+    brand,
+    decode_raw,
+    ensure_decoder,
+    is_raw,
+    raw_format,
+)
 
 _TEXT_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"<svg", "an SVG drawing"),
@@ -26,7 +37,7 @@ _TEXT_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "a ZIP archive"),
 )
 
-_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
+_ISOBMFF_IMAGES = HEIF_BRANDS | AVIF_BRANDS | {b"crx "}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -51,7 +62,7 @@ def sniff(data: bytes) -> str | None:
             return what
     if b"<svg" in head:
         return "an SVG drawing"
-    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+    if brand(data) in _ISOBMFF_IMAGES:
         return None
     sample = data[:1024]
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
@@ -71,6 +82,7 @@ def _open(data: bytes, name: str, limits: ImageLimits) -> Image.Image:
     what = sniff(data)
     if what:
         raise UnsupportedFormat(f"this is {what}, not an image", source=name, hint=_formats_hint(limits))
+    ensure_decoder(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -117,9 +129,9 @@ def validate(img: Image.Image, name: str, limits: ImageLimits) -> str:
     fmt = (img.format or "").upper()
     if fmt == "MPO":
         fmt = "JPEG"
-    if fmt in {"AVIF", "HEIC"}:
+    if fmt == "HEIC":
         fmt = "HEIF"
-    if fmt not in {f.upper() for f in limits.formats}:
+    if not accepted(fmt, limits):
         raise UnsupportedFormat(f"format {fmt or 'unknown'} is not accepted", source=name, hint=_formats_hint(limits))
     if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
         raise UnsupportedFormat(
@@ -133,6 +145,12 @@ def validate(img: Image.Image, name: str, limits: ImageLimits) -> str:
     if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
         raise ImageTooLarge(f"{width}x{height} pixels is too large", source=name, hint=_pixels_hint(limits))
     return fmt
+
+
+def accepted(fmt: str, limits: ImageLimits) -> bool:
+    """Whether the limits accept a format; HEIF there accepts AVIF too (settings written before AVIF had a name)."""
+    allowed = {f.upper() for f in limits.formats}
+    return fmt in allowed or (fmt == "AVIF" and "HEIF" in allowed)
 
 
 def draft_scale(size: tuple[int, int], target_pixels: int | None) -> tuple[int, int] | None:
@@ -169,6 +187,9 @@ def fit(img: Image.Image, max_pixels: int | None) -> Image.Image:
 
 def decode(data: bytes, name: str, limits: ImageLimits, target_pixels: int | None = None) -> DecodedImage:
     """Validate and decode image bytes into an upright RGB image of at most ~target_pixels."""
+    raw = raw_format(data, name) if len(data) <= limits.max_bytes else None
+    if raw:
+        return _decode_raw(data, name, raw, limits, target_pixels)
     img = _open(data, name, limits)
     fmt = validate(img, name, limits)
     if fmt == "PNG":
@@ -196,6 +217,15 @@ def decode(data: bytes, name: str, limits: ImageLimits, target_pixels: int | Non
     )
 
 
+def _decode_raw(data: bytes, name: str, fmt: str, limits: ImageLimits, target_pixels: int | None) -> DecodedImage:
+    """A camera RAW file: its preview or a fast demosaic (``descry.formats.decode_raw``), made RGB and fitted."""
+    if not accepted("RAW", limits) and not accepted(fmt, limits):
+        raise UnsupportedFormat(f"format {fmt} (camera RAW) is not accepted", source=name, hint=_formats_hint(limits))
+    made = decode_raw(data, name, fmt, limits, target_pixels)
+    img = fit(to_rgb(made.image), target_pixels)
+    return DecodedImage(img, name, made.width, made.height, fmt, hashlib.sha256(data).hexdigest(), len(data))
+
+
 def upright_size(img: Image.Image) -> tuple[int, int]:
     """The original size as a viewer shows it, after EXIF orientation."""
     width, height = img.size
@@ -216,3 +246,20 @@ def decode_full(data: bytes, name: str, limits: ImageLimits, target_pixels: int 
     img.load()
     img = fit(to_rgb(ImageOps.exif_transpose(img)), target_pixels)
     return DecodedImage(img, name, width, height, fmt, hashlib.sha256(data).hexdigest(), len(data))
+
+
+__all__ = [
+    "RAW_EXTENSIONS",
+    "DecodedImage",
+    "accepted",
+    "check_png_chunks",
+    "decode",
+    "decode_full",
+    "draft_scale",
+    "fit",
+    "is_raw",
+    "sniff",
+    "to_rgb",
+    "upright_size",
+    "validate",
+]

@@ -9,9 +9,14 @@ from typing import Any
 
 from descry.config import ImageLimits, SourceSettings
 from descry.errors import ImageTooLarge, InputError, SourceFetchError, SourceForbidden, SourceNotFound
+from descry.formats import RAW_GLOBS
 from descry.schemas import ImageRef, SourceKind
 
-IMAGE_GLOBS = ("*.jpg", "*.jpeg", "*.jpe", "*.png", "*.webp", "*.gif", "*.bmp", "*.tif", "*.tiff", "*.heic", "*.heif")
+# matched case-insensitively (IMG_0001.HEIC, DSC_0001.NEF); RAW_GLOBS are the camera RAW formats
+IMAGE_GLOBS = (
+    "*.jpg", "*.jpeg", "*.jpe", "*.png", "*.webp", "*.gif", "*.bmp", "*.tif", "*.tiff",
+    "*.heic", "*.heif", "*.hif", "*.avif", *RAW_GLOBS,
+)  # fmt: skip
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 
 

@@ -267,6 +267,21 @@ class ServerSettings(BaseModel):
     )
 
 
+class CompatSettings(BaseModel):
+    """The OpenAI- and Ollama-compatible routes (/v1/chat/completions, /api/chat, /api/generate)."""
+
+    aliases: list[str] = Field(
+        default_factory=lambda: ["descry"], description="more model names that mean the loaded model"
+    )
+    caption_models: list[str] = Field(
+        default_factory=lambda: ["descry-caption"],
+        description="model names answered with descry's checked caption (tags in an extra field)",
+    )
+    caption_without_prompt: bool = Field(
+        True, description="an image sent with no text of the client's own gets descry's checked caption"
+    )
+
+
 # legacy name -> (section, field)
 LEGACY_ENV: dict[str, tuple[str | None, str]] = {
     "VLM_MODEL_ID": ("model", "name"),
@@ -333,6 +348,7 @@ class Settings(BaseSettings):
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    compat: CompatSettings = Field(default_factory=CompatSettings)
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="job database, outbox and uploads; default: the per-user data directory",

@@ -21,6 +21,7 @@
     ├── Overloaded                   overloaded            429
     │   └── RateLimited              rate_limited          429
     ├── NotFound                     not_found             404
+    │   └── UnknownModel             model_not_found       404
     ├── AuthError                    unauthorized          401
     │   └── Forbidden                forbidden             403
     ├── OutputError                  output_error          500
@@ -178,6 +179,12 @@ class RateLimited(Overloaded):
 
 class NotFound(DescryError):
     code = "not_found"
+
+
+class UnknownModel(NotFound):
+    """A request named a model this server does not serve (the OpenAI- and Ollama-compatible routes)."""
+
+    code = "model_not_found"
 
 
 class AuthError(DescryError):

@@ -26,7 +26,7 @@ from descry.api.logs import configure_logging
 from descry.api.metrics import ApiMetrics
 from descry.api.middleware import RequestMiddleware
 from descry.api.openapi import install_openapi
-from descry.api.routes import health, jobs, seed, v1
+from descry.api.routes import health, jobs, ollama, openai, seed, v1
 from descry.api.security import install_security, require_scope
 from descry.api.service import CaptionService
 from descry.config import Settings
@@ -41,7 +41,9 @@ DESCRIPTION = """Caption and enrich images with vision-language models running o
 
 The canonical API lives under `/v1`. The routes without a prefix (`/infer`, `/api/enrich`,
 `/caption`, `/batch-caption`, `/async-batch-caption`) keep the request and response shapes of
-the services descry replaces. Errors are JSON: `{"error": {"code", "message"}, "detail", "request_id"}`.
+the services descry replaces. `/v1/chat/completions` speaks OpenAI's protocol and `/api/chat`,
+`/api/generate`, `/api/tags`, `/api/show`, `/api/version` and `/api/ps` speak Ollama's, each with
+its own error shape. Errors are JSON: `{"error": {"code", "message"}, "detail", "request_id"}`.
 """
 
 
@@ -132,6 +134,8 @@ def create_app(
     caption_scope = [Depends(require_scope("caption"))]
     app.include_router(v1.router, dependencies=caption_scope)
     app.include_router(seed.router, dependencies=caption_scope)
+    app.include_router(openai.router, dependencies=caption_scope)
+    app.include_router(ollama.router, dependencies=caption_scope)
     app.include_router(health.router)
     app.include_router(jobs.router, dependencies=[Depends(require_scope("jobs"))])
     install_openapi(app)

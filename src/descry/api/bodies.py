@@ -199,9 +199,22 @@ class LoadedModel(BaseModel):
     default_task: str | None = None
 
 
+class OpenAIModel(BaseModel):
+    """One entry of OpenAI's model list (``GET /v1/models`` answers the OpenAI SDKs too)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "descry"
+
+
 class ModelsResponse(BaseModel):
     model: LoadedModel
     presets: list[PresetInfo]
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel] = Field(
+        default_factory=list, description="the model names /v1/chat/completions answers to (OpenAI's list)"
+    )
 
 
 class HealthResponse(BaseModel):

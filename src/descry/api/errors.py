@@ -4,6 +4,8 @@ Every error response has the same shape::
 
     {"error": {"code": "image_too_large", "message": "..."}, "detail": "...", "request_id": "..."}
 
+The OpenAI-compatible route adds OpenAI's ``type`` and ``param`` to ``error``; the Ollama-compatible
+routes answer Ollama's ``{"error": "..."}`` (plus ``request_id``); both answer 400 for an invalid body.
 ``detail`` repeats the message as a string: the replaced projects' clients (and FastAPI's convention)
 read ``{"detail": "..."}``. A validation error lists at most ``MAX_DETAILS`` problems and counts the
 rest, so its body stays small however many problems the request has.
@@ -66,6 +68,30 @@ HTTP_CODES = {
 }
 
 
+OPENAI_PATHS = frozenset({"/v1/chat/completions"})
+OLLAMA_PATHS = frozenset({"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/api/ps"})
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def protocol_of(request: Request) -> str | None:
+    """``openai`` or ``ollama`` for the compatible routes (whose clients expect their own error shape)."""
+    path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return "openai" if path in OPENAI_PATHS else "ollama" if path in OLLAMA_PATHS else None
+
+
+def shaped(request: Request, status: int, body: dict[str, Any], param: str | None = None) -> dict[str, Any]:
+    """The error body in the shape the route's protocol expects."""
+    protocol = protocol_of(request)
+    if protocol == "ollama":
+        return {"error": body["error"]["message"], "request_id": body["request_id"]}
+    if protocol == "openai":
+        kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body["error"].update(type=kind, param=param)
+    return body
+
+
 def status_for(exc: errors.DescryError) -> int:
     """The HTTP status for a descry error."""
     for cls in type(exc).__mro__:
@@ -117,7 +143,7 @@ async def descry_error_handler(request: Request, exc: Exception) -> JSONResponse
             str(exc),
         )
     body = error_body(exc.code, str(exc), request_id_of(request), **extra)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(shaped(request, status, body), status_code=status, headers=headers)
 
 
 def _cut(text: str) -> str:
@@ -149,7 +175,9 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         details=details,
         omitted=omitted,
     )
-    return JSONResponse(body, status_code=422)
+    status = 422 if protocol_of(request) is None else 400  # OpenAI and Ollama answer 400
+    param = details[0]["field"] if details else None
+    return JSONResponse(shaped(request, status, body, param), status_code=status)
 
 
 def allowed_methods(request: Request) -> str:
@@ -170,7 +198,7 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405 and (allowed := allowed_methods(request)):
         headers["Allow"] = allowed
-    return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
+    return JSONResponse(shaped(request, exc.status_code, body), status_code=exc.status_code, headers=headers or None)
 
 
 def internal_error_body(request_id: str | None) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from descry.api.bodies import BatchSources, CaptionOptions, CaptionSource, JobSources, SeedCaptionJSON
+from descry.api.compat_bodies import COMPAT_BODIES
 from descry.api.deps import get_batches, get_jobs, get_service
+from descry.api.errors import OLLAMA_PATHS
 from descry.api.security import PROBE_PATHS, ScopeCheck
 from descry.config import Settings
 
@@ -42,6 +44,7 @@ def component_schemas() -> dict[str, Any]:
         (BatchSources, "validation"),
         (SeedCaptionJSON, "validation"),
         (JobSources, "validation"),
+        *((model, "validation") for model in COMPAT_BODIES),
     ]
     _, top = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
@@ -102,11 +105,21 @@ ERROR_RESPONSE: dict[str, Any] = {
                 "message": {"type": "string"},
                 "details": {"type": "array", "items": {"type": "object"}, "description": "the first problems"},
                 "omitted": {"type": "integer", "description": "problems not listed in details"},
+                "type": {"type": "string", "description": "OpenAI's error type (/v1/chat/completions only)"},
+                "param": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "OpenAI's param"},
             },
         },
         "detail": {"type": "string", "description": "the message again, for clients of the replaced services"},
         "request_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
     },
+}
+
+
+OLLAMA_ERROR: dict[str, Any] = {
+    "title": "OllamaErrorResponse",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "request_id": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
 }
 
 
@@ -170,6 +183,8 @@ def route_errors(route: Any, operation: dict[str, Any], settings: Settings) -> s
         statuses.add(429)
     if serves and "requestBody" in operation:
         statuses |= {403, 404}  # sources the server reads (paths, URLs, S3 prefixes)
+    if "requestBody" in operation and route.path_format in OLLAMA_PATHS:
+        statuses.add(404)  # a model name the server does not serve
     if get_service in calls:
         statuses.add(502)  # a remote model or a sink's delivery
     if serves or route.path_format == "/ready":
@@ -177,10 +192,10 @@ def route_errors(route: Any, operation: dict[str, Any], settings: Settings) -> s
     return statuses
 
 
-def _error_response(status: int) -> dict[str, Any]:
+def _error_response(status: int, body: str = "ErrorResponse") -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": ERROR_DESCRIPTIONS[status],
-        "content": {"application/json": {"schema": _ref("ErrorResponse")}},
+        "content": {"application/json": {"schema": _ref(body)}},
     }
     if status in (429, 503):
         response["headers"] = {"Retry-After": RETRY_AFTER}
@@ -198,8 +213,9 @@ def declare_errors(app: FastAPI, schema: dict[str, Any], settings: Settings) -> 
             if operation is None:
                 continue
             responses = operation.setdefault("responses", {})
+            body = "OllamaErrorResponse" if route.path_format in OLLAMA_PATHS else "ErrorResponse"
             for status in sorted(route_errors(route, operation, settings)):
-                responses[str(status)] = _error_response(status)
+                responses[str(status)] = _error_response(status, body)
 
 
 def _properties(schema: dict[str, Any], response: dict[str, Any]) -> set[str]:
@@ -262,6 +278,7 @@ def install_openapi(app: FastAPI) -> None:
         for name, body in component_schemas().items():
             schemas.setdefault(name, body)
         schemas["ErrorResponse"] = ERROR_RESPONSE
+        schemas["OllamaErrorResponse"] = OLLAMA_ERROR
         _error_responses(schema)
         declare_errors(app, schema, settings)
         _min_files(schemas)

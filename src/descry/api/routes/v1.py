@@ -17,8 +17,10 @@ from descry.api.bodies import (
     ErrorDetail,
     LoadedModel,
     ModelsResponse,
+    OpenAIModel,
     PresetInfo,
 )
+from descry.api.chat import served_names
 from descry.api.deps import get_engine, get_request_id, get_service, get_settings
 from descry.api.jsonbody import json_model
 from descry.api.openapi import either_body
@@ -129,7 +131,7 @@ async def caption_batch(
 
 
 @router.get("/models", response_model=ModelsResponse, summary="The loaded model and the available presets")
-async def models(engine: Annotated[Engine, Depends(get_engine)]) -> ModelsResponse:
+async def models(engine: Annotated[Engine, Depends(get_engine)], settings: Config) -> ModelsResponse:
     from descry.backends.registry import PRESET_NOTES, PRESETS
     from descry.config import DEFAULT_MODEL
 
@@ -162,4 +164,5 @@ async def models(engine: Annotated[Engine, Depends(get_engine)]) -> ModelsRespon
         )
         for name, spec in PRESETS.items()
     ]
-    return ModelsResponse(model=loaded, presets=presets)
+    served = [OpenAIModel(id=name) for name in served_names(settings, backend.model_name)]
+    return ModelsResponse(model=loaded, presets=presets, data=served)

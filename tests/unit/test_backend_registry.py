@@ -219,7 +219,7 @@ class TestBuiltInFamilies:
             **dict.fromkeys(
                 ["qwen3-vl-2b", "qwen3-vl-4b", "qwen3-vl-8b", "gemma-3-4b", "smolvlm2-256m", "smolvlm2-500m"]
                 + ["smolvlm2-2.2b", "internvl3-1b", "internvl3-2b", "internvl3-8b", "llava-onevision-0.5b"]
-                + ["llava-onevision-7b", "joycaption-beta-one"],
+                + ["llava-onevision-7b", "joycaption-beta-one", "paligemma2-3b"],
                 "hf_vlm",
             ),
         }

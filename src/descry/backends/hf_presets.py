@@ -217,6 +217,17 @@ HF_VLM_PRESETS: dict[str, Preset] = {
         licence="apache-2.0",
     ),
     "joycaption-beta-one": _joycaption(),
+    "paligemma2-3b": _chat(
+        "google/paligemma2-3b-mix-448",
+        "PaliGemma 2 3B mix, 448 px; prompted with task prefixes (caption en, describe en); gated",
+        model_type="paligemma",
+        params_b=3.0,
+        download_gb=6.1,
+        good_at="short captions and descriptions in many languages, text in images, from a task prefix",
+        cpu="slow",
+        licence="gemma",
+        gated=True,
+    ),
     "llava-1.5-7b": _chat(
         "llava-hf/llava-1.5-7b-hf",
         "7B instruct, GPU",

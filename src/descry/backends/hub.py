@@ -8,12 +8,16 @@ CLI, the server factory), which decide at start-up what huggingface_hub and tran
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from descry.errors import require
+from descry.errors import ConfigError, DescryError, ModelNotFound, require
 
 PROBE_TIMEOUT_S = 3.0
 PROBE_TTL_S = 60.0
@@ -91,3 +95,221 @@ def _optional(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+# weights in formats transformers does not read, and folders of exports; left out of a pull
+OTHER_FORMATS = ("*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.tflite", "*.ot", "*.mlmodel", "*.gguf", "*.ckpt")
+OTHER_FOLDERS = ("onnx/", "openvino/", "coreml/", "original/", "flax/", "tf/")
+TORCH_WEIGHTS = ("*.bin", "*.pt", "*.pth")
+
+
+def choose_files(sizes: Mapping[str, int], *, all_files: bool = False) -> tuple[dict[str, int], dict[str, int]]:
+    """The files of a repository a pull fetches, and those it leaves out.
+
+    Left out: weights in formats transformers does not read (TF, Flax, ONNX, GGUF, ...), export folders,
+    PyTorch pickles (``*.bin``) beside safetensors in the same folder, and Mistral's ``consolidated``
+    copy beside the ``model-*`` shards.
+    """
+    if all_files:
+        return dict(sizes), {}
+    folders_with_safetensors = {_folder(name) for name in sizes if name.endswith(".safetensors")}
+    folders_with_shards = {
+        _folder(n) for n in sizes if n.rsplit("/", 1)[-1].startswith("model") and n.endswith(".safetensors")
+    }
+
+    def wanted(name: str) -> bool:
+        base = name.rsplit("/", 1)[-1]
+        if any(fnmatch.fnmatch(base, pattern) for pattern in OTHER_FORMATS) or name.startswith(OTHER_FOLDERS):
+            return False
+        if any(fnmatch.fnmatch(base, pattern) for pattern in TORCH_WEIGHTS):
+            return _folder(name) not in folders_with_safetensors
+        return not (base.startswith("consolidated") and _folder(name) in folders_with_shards)
+
+    chosen = {name: size for name, size in sizes.items() if wanted(name)}
+    return chosen, {name: size for name, size in sizes.items() if name not in chosen}
+
+
+def _folder(name: str) -> str:
+    return name.rsplit("/", 1)[0] if "/" in name else ""
+
+
+def cache_folder() -> Path:
+    """Where the Hugging Face cache keeps models (HF_HUB_CACHE, else HF_HOME/hub)."""
+    return Path(_hub("constants").HF_HUB_CACHE)
+
+
+def snapshot_folder(model_id: str, commit: str) -> Path:
+    """The cache's folder of one commit of a model."""
+    return cache_folder() / f"models--{model_id.replace('/', '--')}" / "snapshots" / commit
+
+
+def human_size(n: float) -> str:
+    """Bytes as the hub writes them: 512 B, 3.4 MB, 4.3 GB (powers of 1000)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """What the hub lists for a model at one commit: the files a pull fetches and those it leaves out."""
+
+    model_id: str
+    commit: str
+    files: dict[str, int]
+    left_out: dict[str, int]
+    gated: bool
+    licence: str | None = None
+    model_type: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.files.values())
+
+    def missing(self) -> dict[str, int]:
+        """The chosen files not yet in the local cache at this commit."""
+        hub = _hub()
+        return {
+            name: size
+            for name, size in self.files.items()
+            if not isinstance(hub.try_to_load_from_cache(self.model_id, name, revision=self.commit), str)
+        }
+
+
+def remote_model(model_id: str, revision: str | None = None, *, all_files: bool = False) -> RemoteModel:
+    """The model's file listing with sizes (one API call); hub failures become one-line descry errors."""
+    try:
+        info = _hub().HfApi().model_info(model_id, revision=revision, files_metadata=True)
+    except Exception as exc:
+        raise hub_error(exc, model_id, revision) from None
+    sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+    chosen, left_out = choose_files(sizes, all_files=all_files)
+    card = info.card_data
+    licence = getattr(card, "license", None) if card is not None else None
+    model_type = (info.config or {}).get("model_type") if isinstance(info.config, dict) else None
+    return RemoteModel(model_id, str(info.sha), chosen, left_out, bool(info.gated), licence, model_type)
+
+
+def download(model: RemoteModel, revision: str | None = None) -> Path:
+    """Fetch the model's chosen files into the Hugging Face cache (progress bars on a terminal); its snapshot folder.
+
+    Files already cached are skipped; a connection that breaks mid-file is resumed with a Range request.
+    """
+    try:
+        path = _hub().snapshot_download(model.model_id, revision=revision, allow_patterns=sorted(model.files))
+    except Exception as exc:
+        raise hub_error(exc, model.model_id, revision) from None
+    return Path(path)
+
+
+def login_hint(model_id: str) -> str:
+    """How to get at a gated model: accept its licence on the model page, then log in here."""
+    page = f"{endpoint().rstrip('/')}/{model_id}"
+    if _hub().get_token():
+        return (
+            f"the account of your token has no access yet: open {page}, accept the licence with that account "
+            "(some models wait for approval), or use another token (HF_TOKEN)"
+        )
+    return f"open {page} and accept the licence while signed in, then log in here: `hf auth login` or HF_TOKEN=<token>"
+
+
+def hub_error(exc: BaseException, model_id: str, revision: str | None = None) -> DescryError:
+    """A huggingface_hub failure as one descry error that says what to do."""
+    if isinstance(exc, DescryError):
+        return exc
+    errors = _hub("errors")
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.GatedRepoError) or (isinstance(exc, errors.HfHubHTTPError) and status == 403):
+        return ConfigError(
+            f"{model_id} is gated: its licence must be accepted before download", hint=login_hint(model_id)
+        )
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return ModelNotFound(f"{model_id} has no revision {revision!r} on {endpoint()}", hint="check --revision")
+    if isinstance(exc, (errors.RepositoryNotFoundError, errors.HFValidationError)):
+        return ModelNotFound(
+            f"no model {model_id!r} on {endpoint()}",
+            hint="check the id (owner/name, as on the model page) or pick a preset from `descry models`; "
+            "a private model needs `hf auth login` or HF_TOKEN",
+        )
+    if offline() or isinstance(exc, errors.OfflineModeIsEnabled):
+        return ConfigError(f"HF_HUB_OFFLINE=1 is set, so {model_id} cannot be downloaded", hint=OFFLINE_HINT)
+    if isinstance(exc, errors.HfHubHTTPError):
+        return ModelNotFound(
+            f"the hub ({endpoint()}) answered HTTP {status} for {model_id}", hint="try again later; check HF_ENDPOINT"
+        )
+    if isinstance(exc, (OSError, *_transport_errors())):
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ModelNotFound(
+            f"could not download {model_id} from {endpoint()}: {first}",
+            hint="check the network (or HF_ENDPOINT) and the free disk space, then run the same command again: "
+            "files already downloaded are kept",
+        )
+    return ModelNotFound(f"could not download {model_id}: {type(exc).__name__}: {exc}".splitlines()[0])
+
+
+OFFLINE_HINT = (
+    "unset HF_HUB_OFFLINE (or set it to 0) where the hub can be reached; `descry models --local` lists the cache"
+)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's network errors (httpx2 in huggingface_hub 2.x, httpx before)."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        module = _optional(name)
+        if module is not None and isinstance(getattr(module, "TransportError", None), type):
+            found.append(module.TransportError)
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model repository in the local Hugging Face cache."""
+
+    model_id: str
+    size: int
+    files: int
+    refs: tuple[str, ...]
+    path: Path
+    last_used: float
+    missing: int | None  # chosen files of the newest revision not on disk; None when no listing was kept
+
+
+def cached_models() -> tuple[Path, list[CachedModel]]:
+    """The cache folder and the models in it, largest first (nothing when there is no cache yet)."""
+    hub = _hub()
+    folder = cache_folder()
+    try:
+        info = hub.scan_cache_dir()
+    except hub.CacheNotFound:
+        return folder, []
+    models = [
+        CachedModel(
+            repo.repo_id,
+            repo.size_on_disk,
+            repo.nb_files,
+            tuple(sorted({ref for rev in repo.revisions for ref in rev.refs})),
+            repo.repo_path,
+            repo.last_accessed,
+            _missing_files(repo),
+        )
+        for repo in info.repos
+        if repo.repo_type == "model"
+    ]
+    return folder, sorted(models, key=lambda m: (-m.size, m.model_id))
+
+
+def _missing_files(repo: Any) -> int | None:
+    """How many files a pull would fetch that the newest revision lacks, from the listing a pull keeps."""
+    if not repo.revisions:
+        return None
+    newest = max(repo.revisions, key=lambda rev: rev.last_modified)
+    try:
+        listing = _hub().get_cached_repo_tree(repo.repo_id, revision=newest.commit_hash)
+    except Exception:  # noqa: BLE001 - no listing kept (files fetched one by one): completeness is unknown
+        return None
+    chosen, _ = choose_files({f.path: int(f.size or 0) for f in listing})
+    present = {f.file_path.relative_to(newest.snapshot_path).as_posix() for f in newest.files}
+    return sum(1 for name in chosen if name not in present)

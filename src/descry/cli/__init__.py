@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from descry.cli import batch, bench, caption, jobs, models, serve
+from descry.cli import batch, bench, caption, jobs, models, pull, serve
 
 
 def build_app() -> typer.Typer:
@@ -16,7 +16,7 @@ def build_app() -> typer.Typer:
     )
     root.add_typer(jobs.jobs_app, name="jobs")
     root.command()(jobs.worker)
-    for command in (caption.caption, models.models, serve.serve, bench.bench, batch.batch):
+    for command in (caption.caption, models.models, pull.pull, serve.serve, bench.bench, batch.batch):
         root.command()(command)
     return root
 

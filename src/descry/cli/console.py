@@ -103,30 +103,46 @@ def collected_warnings() -> Iterator[list[str]]:
         notes[:] = unique[:MAX_NOTES] + ([f"... and {len(unique) - MAX_NOTES} more"] if len(unique) > MAX_NOTES else [])
 
 
+MODEL_COLUMNS = (
+    ("preset", "name"),
+    ("model id", "model_id"),
+    ("backend", "backend"),
+    ("size", "size"),
+    ("CPU", "cpu"),
+    ("licence", "licence"),
+    ("good at", "notes"),
+)
+
+
 def print_models(console: Console, rows: Sequence[dict[str, object]]) -> None:
     """The presets: a table on a terminal wide enough for every model id, otherwise one plain line each.
 
     Model ids are never cut or wrapped: they are what ``--model`` takes."""
-    header = ("preset", "model id", "backend", "notes")
     lines = [
-        (f"{row['name']}{' (default)' if row['default'] else ''}", str(row["model_id"]), str(row["backend"]),
-         str(row["notes"]))
+        tuple(
+            f"{row['name']}{' (default)' if row.get('default') else ''}" if key == "name" else str(row.get(key, ""))
+            for _, key in MODEL_COLUMNS
+        )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(3)]
-    # the table needs the first three columns whole plus some room for notes (borders: 3 per column + 1)
-    if console.is_terminal and console.width >= sum(widths) + 13 + 20:
-        table = Table(*header[:1])
-        table.columns[0].no_wrap = True
-        table.add_column(header[1], no_wrap=True, min_width=widths[1])
-        table.add_column(header[2], no_wrap=True)
-        table.add_column(header[3])
+    print_table(console, tuple(title for title, _ in MODEL_COLUMNS), lines)
+
+
+def print_table(console: Console, header: Sequence[str], lines: Sequence[Sequence[str]]) -> None:
+    """Rows under a header: a table when the terminal fits every column but the last whole, else plain lines."""
+    fixed = len(header) - 1
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(fixed)]
+    # the table needs the fixed columns whole plus some room for the last (borders: 3 per column + 1)
+    if console.is_terminal and console.width >= sum(widths) + 3 * len(header) + 1 + 20:
+        table = Table()
+        for i, title in enumerate(header):
+            table.add_column(title, no_wrap=i < fixed, min_width=widths[i] if i < fixed else None)
         for line in lines:
             table.add_row(*(escape(cell) for cell in line))
         console.print(table)
         return
     for line in [header, *lines]:
-        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[3]
+        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[fixed]
         console.print(text.rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 

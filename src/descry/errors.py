@@ -17,6 +17,7 @@
     │   ├── ModelNotReady            model_not_ready       503
     │   │   └── ModelLoadFailed      model_load_failed     503
     │   ├── OutOfMemory              out_of_memory         503
+    │   ├── EmptyCaption             empty_caption         500
     │   └── RemoteModelError         remote_model_error    502
     ├── Overloaded                   overloaded            429
     │   └── RateLimited              rate_limited          429
@@ -157,6 +158,12 @@ class ModelLoadFailed(ModelNotReady):
 class OutOfMemory(ModelError):
     code = "out_of_memory"
     retryable = True
+
+
+class EmptyCaption(ModelError):
+    """The final caption is empty, blank or holds no word: a failure, so nothing is written for the image."""
+
+    code = "empty_caption"
 
 
 class RemoteModelError(ModelError):

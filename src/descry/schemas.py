@@ -8,6 +8,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Detail = Literal["brief", "detailed"]
+# how sinks treat metadata already there (docs/photographers.md): fill only empty fields, replace only
+# what descry provably wrote earlier (and fill), overwrite everything descry writes, or leave an image
+# that already has a caption alone (without captioning it)
+MetadataPolicy = Literal["fill", "replace-machine", "overwrite", "skip"]
 
 
 class SourceKind(str, Enum):
@@ -75,6 +79,10 @@ class CaptionRequest(BaseModel):
         pattern=LANGUAGE_PATTERN,
         description="BCP 47 language of the caption and tags (e.g. de, pt-BR); None: the server's setting",
     )
+    policy: MetadataPolicy | None = Field(
+        default=None,
+        description="metadata already there: fill, replace-machine, overwrite or skip; None: the server's setting",
+    )
 
 
 class Tag(BaseModel):
@@ -119,6 +127,24 @@ class Enrichment(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     language: str | None = Field(default=None, description="BCP 47 language of the caption; None: not stated")
+
+
+class FieldChange(BaseModel):
+    """What a sink does (or, in a dry run, would do) to one field of one file."""
+
+    sink: str
+    file: str
+    field: str
+    before: str | None = None
+    after: str | None = None
+    action: Literal["write", "keep", "same"] = Field(
+        description="write: changes; keep: left as it is (a person's text, or the policy); same: already so"
+    )
+
+
+def usable_caption(text: str | None) -> bool:
+    """A caption worth writing: it holds at least one letter or digit (not empty, blank or punctuation)."""
+    return text is not None and any(ch.isalnum() for ch in text)
 
 
 class ItemError(BaseModel):

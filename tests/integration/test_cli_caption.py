@@ -225,7 +225,7 @@ def test_sink_xmp_writes_xmp_and_the_configured_default_is_honoured(tiny_blip: P
     assert summary(result)["ok"] == 3
     assert not list((tmp_path / "photos").rglob("*.txt"))  # --sink alone: only the sinks named
     for image in files["good"]:
-        meta = json.loads(subprocess.run(["exiftool", "-j", "-G1", str(image.with_suffix(".xmp"))],
+        meta = json.loads(subprocess.run(["exiftool", "-j", "-G1", str(image.with_name(image.name + ".xmp"))],
                                          capture_output=True, text=True, check=True).stdout)[0]
         assert str(meta["XMP-descry:MachineGenerated"]) == "True" and meta["XMP-dc:Description"]
     # DESCRY_SINKS__DEFAULT picks the sinks when the command names none; resume asks them (the XMP marker)

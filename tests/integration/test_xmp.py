@@ -171,7 +171,7 @@ async def test_format_without_embedded_xmp_falls_back_to_a_sidecar(tmp_path: Pat
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     await XmpSink(mode="embed").deliver(_enrichment(["kite"]), _path_ref(image))
     assert hashlib.sha256(image.read_bytes()).hexdigest() == digest
-    _assert_written(_read(tmp_path / "anim.xmp"), ["kite"])
+    _assert_written(_read(tmp_path / "anim.gif.xmp"), ["kite"])
 
 
 async def test_upload_is_written_as_a_tagged_copy_in_output_dir(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ async def test_sidecar_replaces_atomically_and_keeps_the_mode(tmp_path: Path) ->
     target = tmp_path / "photo.txt"
     target.write_text("old caption")
     target.chmod(0o640)
-    await SidecarSink("txt").deliver(_enrichment("new caption"), _path_ref(tmp_path / "photo.jpg"))
+    await SidecarSink("txt", policy="overwrite").deliver(_enrichment("new caption"), _path_ref(tmp_path / "photo.jpg"))
     assert target.read_text() == "new caption\n"
     assert target.stat().st_mode & 0o777 == 0o640
     assert _no_temp_files(tmp_path)
@@ -117,7 +117,7 @@ async def test_disk_full_leaves_nothing_partial(tmp_path: Path, monkeypatch: pyt
     target.write_text("previous caption")
     _fail_writes_in(tmp_path, monkeypatch, errno.ENOSPC)
     with pytest.raises(OutputError, match="disk is full"):
-        await SidecarSink("txt").deliver(_enrichment("x" * 10_000), _path_ref(tmp_path / "photo.jpg"))
+        await SidecarSink("txt", policy="overwrite").deliver(_enrichment("x" * 10_000), _path_ref(tmp_path / "photo.jpg"))
     assert target.read_text() == "previous caption"
     assert _no_temp_files(tmp_path)
 

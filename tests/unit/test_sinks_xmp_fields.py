@@ -67,6 +67,7 @@ def test_existing_fields_are_merged_not_clobbered() -> None:
         {"Iptc.Application2.Keywords": ["holiday"]},
         {"Exif.Image.ImageDescription": "old"},
         now=NOW,
+        policy="overwrite",
     )
     xmp = changes.xmp
     assert xmp["Xmp.dc.description"] == {X_DEFAULT: "A dog on a beach.", 'lang="de-DE"': "Ein Hund"}

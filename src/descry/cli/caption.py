@@ -8,10 +8,11 @@ named ones, else ``DESCRY_SINKS__DEFAULT`` when set, else the ``-f txt`` sidecar
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -26,22 +27,38 @@ from descry.cli.options import (
     BatchSizeOpt,
     DetailOpt,
     DeviceOpt,
+    DryRunOpt,
     DtypeOpt,
+    EmbedOpt,
     GlobOpt,
     MaxTokensOpt,
     ModelOpt,
+    PolicyOpt,
     PromptOpt,
     QuietOpt,
     RecursiveOpt,
     TaskOpt,
+    XmpOpt,
     build_settings,
     fail,
+    metadata_settings,
 )
 from descry.config import Settings
 from descry.errors import DescryError
 from descry.runner import CaptionRun, RunSummary
-from descry.schemas import CaptionRequest, Detail, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
+from descry.schemas import (
+    CaptionRequest,
+    Detail,
+    Enrichment,
+    FieldChange,
+    GenerationParams,
+    ImageRef,
+    ItemError,
+    MetadataPolicy,
+    SourceKind,
+)
 from descry.sinks.base import Sink
+from descry.sinks.dryrun import dry_run_sinks
 from descry.sinks.jsonl import JsonlSink
 from descry.sinks.pool import SinkPool
 from descry.sinks.sidecar import SidecarSink
@@ -60,6 +77,10 @@ def caption(
         list[str] | None,
         typer.Option("--sink", help="deliver to this sink, e.g. xmp (repeatable; add -f to keep files)"),
     ] = None,
+    xmp: XmpOpt = False,
+    embed: EmbedOpt = False,
+    policy: PolicyOpt = None,
+    dry_run: DryRunOpt = False,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="skip images every sink already has")
     ] = False,
@@ -87,26 +108,37 @@ def caption(
     tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags (json/jsonl)")] = True,
     quiet: QuietOpt = False,
 ) -> None:
-    """Caption images. A folder gets NAME.txt beside each image; a URL's caption is printed."""
+    """Caption images. A folder gets NAME.txt beside each image (--xmp: NAME.jpg.xmp); a URL's caption is printed."""
     err = stderr_console()
     quiet_output(terminal=err.is_terminal)
+    model_flags: dict[str, Any] = {"name": model, "backend": backend, "base_url": base_url, "device": device}
+    model_flags.update(dtype=dtype, batch_size=batch_size, quantization=quantization)
+    settings, refs = _settings_and_refs(inputs, recursive, glob, model_flags, policy=policy, embed=embed)
+    request = _request(prompt, task, detail, tags, max_tokens, temperature, top_p, num_beams, repetition_penalty)
+    named = [*(sink or []), *(["xmp"] if xmp or embed else [])] or None
+    pool, names, to_stdout = _sinks_for(settings, inputs, refs, fmt, output, named)
+    if dry_run:
+        pool, to_stdout = dry_run_pool(settings, pool, names), False
+    run = CaptionRun(settings, request, pool, names)
+    raise typer.Exit(_caption_all(err, run, refs, skip_existing=skip_existing, quiet=quiet, to_stdout=to_stdout))
+
+
+def _settings_and_refs(
+    inputs: list[str],
+    recursive: bool,
+    glob: list[str] | None,
+    model_flags: dict[str, Any],
+    *,
+    policy: MetadataPolicy | None,
+    embed: bool,
+) -> tuple[Settings, list[ImageRef]]:
+    """The settings the flags describe and the images the inputs name; a mistake is exit 2."""
     try:
-        settings = build_settings(
-            name=model,
-            backend=backend,
-            base_url=base_url,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            quantization=quantization,
-        )
+        settings = metadata_settings(build_settings(**model_flags), policy=policy, embed=embed)
         refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
     except DescryError as exc:
         raise fail(exc) from exc
-    request = _request(prompt, task, detail, tags, max_tokens, temperature, top_p, num_beams, repetition_penalty)
-    pool, names, to_stdout = _sinks_for(settings, inputs, refs, fmt, output, sink)
-    run = CaptionRun(settings, request, pool, names)
-    raise typer.Exit(_caption_all(err, run, refs, skip_existing=skip_existing, quiet=quiet, to_stdout=to_stdout))
+    return settings, refs
 
 
 def _request(
@@ -148,11 +180,38 @@ def _sinks_for(
         raise fail(exc) from exc
 
 
-def own_sink(fmt: OutputFormat, output: Path | None, roots: list[Path]) -> Sink:
+def own_sink(settings: Settings, fmt: OutputFormat, output: Path | None, roots: list[Path]) -> Sink:
     """The sink ``-f/-o`` configure: a sidecar mirroring ``roots`` below ``output``, or JSONL (stdout without -o)."""
     if fmt == "jsonl":
         return JsonlSink(output) if output is not None else JsonlSink(stream=sys.stdout)
-    return SidecarSink(fmt, output, roots)
+    return SidecarSink(fmt, output, roots, policy=settings.sinks.policy)
+
+
+def dry_run_pool(settings: Settings, pool: SinkPool, names: list[str]) -> SinkPool:
+    """A pool whose sinks print what they would change (JSON lines on stdout when piped) and write nothing;
+    no network sink is started, so nothing is sent either."""
+    webhook = settings.sinks.webhook.model_copy(update={"url": None})
+    quiet = settings.model_copy(update={"sinks": settings.sinks.model_copy(update={"webhook": webhook})})
+    return SinkPool(quiet, dry_run_sinks(names, settings, pool.instances, _print_plan), face_default=[])
+
+
+def _print_plan(ref: ImageRef, changes: list[FieldChange]) -> None:
+    """One image's planned changes: JSON on a pipe, a short table on a terminal."""
+    if not sys.stdout.isatty():
+        doc = {"name": ref.name, "changes": [c.model_dump() for c in changes]}
+        print(json.dumps(doc, ensure_ascii=False), flush=True)
+        return
+    out = Console(highlight=False)
+    out.print(f"[bold]{escape(ref.name)}[/bold]")
+    for c in changes:
+        before = "(empty)" if c.before is None else repr(_short(c.before))
+        after = "(empty)" if c.after is None else repr(_short(c.after))
+        what = f"{before} -> {after}" if c.action == "write" else before
+        out.print(f"  {c.action:<5} {escape(c.sink)} {escape(c.field)}: {escape(what)}")
+
+
+def _short(text: str, limit: int = 70) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def choose_cli_sinks(
@@ -172,7 +231,7 @@ def choose_cli_sinks(
     requested = [*([own_name] if given else []), *(sink or [])] if given or sink else None
     configured = "default" in settings.sinks.model_fields_set
     use_own = given or (requested is None and not configured)
-    instances = {own_name: own_sink(chosen, output, roots)} if use_own else {}
+    instances = {own_name: own_sink(settings, chosen, output, roots)} if use_own else {}
     pool = SinkPool(settings, instances, face_default=[own_name])
     names = pool.names_for(requested, in_reply=False)
     to_stdout = urls_only and use_own and chosen == "txt" and own_name in names
@@ -195,22 +254,45 @@ def _caption_all(
     notes_kept: AbstractContextManager[list[str]] = nullcontext([]) if err.is_terminal else collected_warnings()
     with notes_kept as notes:
         try:
-            summary = asyncio.run(_pending_then_run(err, run, refs, skip_existing, quiet=quiet, to_stdout=to_stdout))
+            summary, ours = asyncio.run(
+                _pending_then_run(err, run, refs, skip_existing, quiet=quiet, to_stdout=to_stdout)
+            )
         except DescryError as exc:
             raise fail(exc) from exc
     summary.total = len(refs)
-    report_summary(err, summary, notes)
+    report_summary(err, summary, [*ours, *notes])
+    if err.is_terminal:
+        for note in ours:
+            err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False)
     return 1 if summary.failed else 0
 
 
 async def _pending_then_run(
     err: Console, run: CaptionRun, refs: list[ImageRef], skip_existing: bool, *, quiet: bool, to_stdout: bool
-) -> RunSummary:
-    """Ask the sinks what is done, then caption the rest (one event loop for both)."""
+) -> tuple[RunSummary, list[str]]:
+    """Fix the run's file names, ask the sinks what is done and what the metadata policy keeps, then
+    caption the rest (one event loop for all); the notes say which names changed and what was kept."""
+    notes = _renamed_notes(await run.sinks.prepare(run.names, refs))
     todo, skipped = await run.pending(refs, skip_existing)
+    kept = await run.sinks.kept_many(run.names, todo, run.request.policy)
+    todo = [ref for ref, keep in zip(todo, kept, strict=True) if not keep]
+    if any(kept):
+        notes.append(
+            f"{sum(kept)} image(s) left alone: the metadata policy ({run.settings.sinks.policy}) keeps what is "
+            "there (a person's caption or sidecar); --policy overwrite replaces it"
+        )
     summary = await _run_with_progress(err, run, todo, quiet=quiet, to_stdout=to_stdout)
-    summary.skipped = skipped
-    return summary
+    summary.skipped = skipped + sum(kept)
+    return summary, notes
+
+
+def _renamed_notes(renamed: dict[str, dict[Path, Path]]) -> list[str]:
+    """One note per image whose output got its full name because another image shares its stem."""
+    return [
+        f"{sink}: {image} and another image share a stem; written as {target.name}"
+        for sink, names in renamed.items()
+        for image, target in sorted(names.items())
+    ]
 
 
 async def _run_with_progress(

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from descry.cli.console import print_error, stderr_console
 from descry.config import ModelSettings, Settings
 from descry.errors import ConfigError, DescryError
-from descry.schemas import Detail
+from descry.schemas import Detail, MetadataPolicy
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="preset, HF model id or local dir")]
 BackendOpt = Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")]
@@ -25,6 +25,20 @@ DtypeOpt = Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or f
 RecursiveOpt = Annotated[bool, typer.Option("--recursive/--no-recursive", help="descend into subfolders")]
 GlobOpt = Annotated[list[str] | None, typer.Option("--glob", help="file name patterns to include")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+PolicyOpt = Annotated[
+    MetadataPolicy | None,
+    typer.Option(
+        help="metadata already there: replace-machine (default: never a person's text), fill (empty fields "
+        "only), overwrite, or skip (leave captioned images alone)"
+    ),
+]
+XmpOpt = Annotated[bool, typer.Option("--xmp", help="write XMP metadata: a photo.jpg.xmp sidecar per image")]
+EmbedOpt = Annotated[
+    bool, typer.Option("--embed", help="write the XMP into JPEG/PNG/TIFF/WebP files themselves (RAW: sidecar)")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="print which fields would change, from what to what; write nothing")
+]
 
 
 def build_settings(**overrides: Any) -> Settings:
@@ -41,6 +55,18 @@ def build_settings(**overrides: Any) -> Settings:
     # the CLI runs as the local user, who may read their own LAN and localhost
     sources = settings.sources.model_copy(update={"allow_private_urls": True})
     return settings.model_copy(update={"model": model, "sources": sources})
+
+
+def metadata_settings(settings: Settings, *, policy: MetadataPolicy | None, embed: bool) -> Settings:
+    """``settings`` with ``--policy`` and ``--embed`` on top."""
+    update: dict[str, Any] = {}
+    if policy is not None:
+        update["policy"] = policy
+    if embed:
+        update["xmp"] = settings.sinks.xmp.model_copy(update={"mode": "embed"})
+    if not update:
+        return settings
+    return settings.model_copy(update={"sinks": settings.sinks.model_copy(update=update)})
 
 
 def fail(exc: DescryError) -> typer.Exit:

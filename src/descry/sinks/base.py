@@ -2,7 +2,11 @@
 
 A sink has a ``name``, ``async deliver(enrichment, ref)`` (raise a DescryError when it cannot),
 ``done(ref) -> bool`` (is this image's result already there? blocking, cheap, never raises; resume
-asks it), ``async close()``, and optionally ``async start()`` for background work. Built-in and
+asks it), ``async close()``, and optionally ``async start()`` for background work. A sink that
+writes into metadata a person may own sets ``policies = True`` and takes ``deliver(..., policy=)``
+(a request's metadata policy), and may offer ``prepare(refs)`` (names for a whole run),
+``blocks(ref, policy)`` (the policy leaves this image's output alone) and ``plan(enrichment, ref,
+policy)`` (a dry run's field changes). Built-in and
 plugin sinks are registered the same way: a ``descry.sinks`` entry point naming a
 ``factory(settings) -> Sink`` (see ``descry.sinks.registry``).
 """
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from descry.errors import DescryError
-from descry.schemas import Enrichment, ImageRef
+from descry.schemas import Enrichment, ImageRef, MetadataPolicy
 
 log = logging.getLogger("descry.sinks")
 
@@ -56,9 +60,17 @@ def asset_key(enrichment: Enrichment, ref: ImageRef) -> str:
     return enrichment.asset_id or ref.name
 
 
-async def _deliver_one(sink: Sink, enrichment: Enrichment, ref: ImageRef) -> str | None:
-    try:
+async def deliver_to(sink: Sink, enrichment: Enrichment, ref: ImageRef, policy: MetadataPolicy | None = None) -> None:
+    """``sink.deliver``, with the request's metadata policy for a sink that takes one."""
+    if policy is not None and getattr(sink, "policies", False):
+        await sink.deliver(enrichment, ref, policy=policy)  # type: ignore[call-arg]
+    else:
         await sink.deliver(enrichment, ref)
+
+
+async def _deliver_one(sink: Sink, enrichment: Enrichment, ref: ImageRef, policy: MetadataPolicy | None) -> str | None:
+    try:
+        await deliver_to(sink, enrichment, ref, policy)
     except DescryError as exc:
         log.warning("sink %s failed for %s: %s", sink.name, ref.name, exc)
         return str(exc)
@@ -68,9 +80,11 @@ async def _deliver_one(sink: Sink, enrichment: Enrichment, ref: ImageRef) -> str
     return None
 
 
-async def deliver_all(sinks: Sequence[Sink], enrichment: Enrichment, ref: ImageRef) -> dict[str, str | None]:
+async def deliver_all(
+    sinks: Sequence[Sink], enrichment: Enrichment, ref: ImageRef, policy: MetadataPolicy | None = None
+) -> dict[str, str | None]:
     """Deliver to every sink concurrently and independently: sink name -> error message or None."""
-    results = await asyncio.gather(*(_deliver_one(sink, enrichment, ref) for sink in sinks))
+    results = await asyncio.gather(*(_deliver_one(sink, enrichment, ref, policy) for sink in sinks))
     return {sink.name: result for sink, result in zip(sinks, results, strict=True)}
 
 

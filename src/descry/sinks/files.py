@@ -9,11 +9,17 @@ must then be a file on this machine. With one, a file found below one of ``roots
 the CLI was given, the server's allowed roots) keeps its path below that root, so the output
 mirrors the tree; any other file keeps its own name; an upload keeps its (relative) name; a URL
 or S3 object gets the last part of its name.
+
+Names (``sidecar_names``): ``photo.jpg`` gets ``photo.txt``; when several images of one run would
+get the same sidecar (``photo.jpg``, ``photo.png``), each of them gets its full name instead
+(``photo.jpg.txt``, ``photo.png.txt``), decided for the whole run before anything is written, so
+two results never go into one file. ``prefer`` may keep the short name for one image of a group
+(a camera RAW, whose ``photo.xmp`` Lightroom reads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -21,6 +27,56 @@ from descry.errors import OutputError
 from descry.schemas import Enrichment, ImageRef, SourceKind
 
 SidecarFormat = Literal["txt", "json"]
+# camera RAW files by extension: their metadata only ever goes to a .xmp sidecar, never into the file
+# (TIFF-based RAWs would otherwise sniff as TIFF). TODO(issue 14b): share one set with descry.imaging.
+RAW_SUFFIXES = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl",
+     ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".raw"}
+)  # fmt: skip
+
+
+def is_raw(path: Path | str) -> bool:
+    """A camera RAW file, by its extension."""
+    return Path(path).suffix.lower() in RAW_SUFFIXES
+
+
+def short_name(image: Path, suffix: str) -> Path:
+    """``photo.jpg`` -> ``photo.<suffix>``."""
+    return image.with_suffix(suffix)
+
+
+def full_name(image: Path, suffix: str) -> Path:
+    """``photo.jpg`` -> ``photo.jpg.<suffix>``."""
+    return image.with_name(image.name + suffix)
+
+
+def sidecar_names(
+    images: Iterable[Path], suffix: str, *, prefer: Callable[[Path], bool] | None = None
+) -> dict[Path, Path]:
+    """Each image's sidecar with ``suffix``, no two alike (rule in the module doc); deterministic."""
+    paths = sorted(set(images))
+    targets = {p: short_name(p, suffix) for p in paths}
+    while True:
+        groups: dict[Path, list[Path]] = {}
+        for image, target in targets.items():
+            groups.setdefault(target, []).append(image)
+        clashes = [group for group in groups.values() if len(group) > 1]
+        if not clashes:
+            return targets
+        before = dict(targets)
+        for group in clashes:
+            keep = [p for p in group if prefer is not None and prefer(p) and targets[p] == short_name(p, suffix)]
+            for image in group:
+                if len(keep) != 1 or image != keep[0]:
+                    targets[image] = full_name(image, suffix)
+        if targets == before:  # only a preferred image is left holding a short name another's full name takes
+            for group in clashes:
+                targets.update({image: full_name(image, suffix) for image in group})
+
+
+def renamed(names: dict[Path, Path], suffix: str) -> dict[Path, Path]:
+    """The images whose sidecar is not the short name (they share a stem with another image)."""
+    return {image: target for image, target in names.items() if target != short_name(image, suffix)}
 
 
 def render_sidecar(enrichment: Enrichment, fmt: SidecarFormat) -> bytes:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from descry.config import Settings
 from descry.errors import InputError
-from descry.schemas import Enrichment, ImageRef
+from descry.schemas import Enrichment, ImageRef, MetadataPolicy
 from descry.sinks.base import Sink, close_sinks, deliver_all, sink_done, start_sinks
 from descry.sinks.registry import build_sinks, configured_network_sinks, known_sinks, normalise
 
@@ -70,6 +71,11 @@ class SinkPool:
         self._lock = asyncio.Lock()
 
     @property
+    def instances(self) -> dict[str, Sink]:
+        """The sinks the face configured itself (they take the place of the registry's of the same name)."""
+        return dict(self._instances)
+
+    @property
     def default(self) -> list[str]:
         """The sinks a request that names none gets (when the rule gives it any)."""
         if self._face_default is None:
@@ -120,12 +126,15 @@ class SinkPool:
             except Exception:
                 log.exception("the %s sink could not start; its outbox waits until it can", name)
 
-    async def deliver(self, names: Sequence[str], enrichment: Enrichment, ref: ImageRef) -> dict[str, str | None]:
-        """Deliver to each named sink: sink name -> error message, or None when delivered."""
+    async def deliver(
+        self, names: Sequence[str], enrichment: Enrichment, ref: ImageRef, *, policy: MetadataPolicy | None = None
+    ) -> dict[str, str | None]:
+        """Deliver to each named sink: sink name -> error message, or None when delivered. ``policy``: the
+        request's metadata policy (None: each sink's configured one)."""
         if not names:
             return {}
         sinks = await self.get(names)
-        return await deliver_all(sinks, enrichment, ref)
+        return await deliver_all(sinks, enrichment, ref, policy)
 
     async def done(self, names: Sequence[str], ref: ImageRef) -> bool:
         """Resume: True when every named sink already holds this image's result (none named: False)."""
@@ -138,7 +147,45 @@ class SinkPool:
         sinks = await self.get(names)
         return await asyncio.to_thread(lambda: [all(sink_done(s, ref) for s in sinks) for ref in refs])
 
+    async def prepare(self, names: Sequence[str], refs: Sequence[ImageRef]) -> dict[str, dict[Path, Path]]:
+        """Let the named sinks decide their file names for a whole run (``prepare``); per sink, the images
+        whose file is not the usual name because another image of the run shares it."""
+        renamed: dict[str, dict[Path, Path]] = {}
+        for name, sink in zip(self.check(names), await self.get(names), strict=True):
+            prepare = getattr(sink, "prepare", None)
+            if prepare is not None and (changed := await asyncio.to_thread(prepare, list(refs))):
+                renamed[name] = changed
+        return renamed
+
+    async def kept_many(
+        self, names: Sequence[str], refs: Sequence[ImageRef], policy: MetadataPolicy | None = None
+    ) -> list[bool]:
+        """Images the metadata policy leaves alone, so captioning them would write nothing: under ``skip``
+        those any sink finds a caption for, otherwise those every sink keeps (a sink that cannot tell
+        keeps nothing). The CLI skips them before the model runs."""
+        if not names:
+            return [False] * len(refs)
+        sinks = await self.get(names)
+        effective = policy or self.settings.sinks.policy
+
+        def kept(ref: ImageRef) -> bool:
+            votes = [_blocks(sink, ref, policy) for sink in sinks]
+            return any(votes) if effective == "skip" else all(votes)
+
+        return await asyncio.to_thread(lambda: [kept(ref) for ref in refs])
+
     async def close(self) -> None:
         sinks = list({id(s): s for s in self._sinks.values()}.values())
         self._sinks.clear()
         await close_sinks(sinks)
+
+
+def _blocks(sink: Sink, ref: ImageRef, policy: MetadataPolicy | None) -> bool:
+    blocks = getattr(sink, "blocks", None)
+    if blocks is None:
+        return False
+    try:
+        return bool(blocks(ref, policy))
+    except Exception:
+        log.exception("sink %s could not tell whether %s is kept", sink.name, ref.name)
+        return False

@@ -39,14 +39,17 @@ def sidecar_sink(settings: Settings) -> Sink:
     from descry.sinks.sidecar import SidecarSink
 
     sidecar = settings.sinks.sidecar
-    return SidecarSink(sidecar.format, sidecar.output_dir, roots=settings.sources.allowed_roots)
+    return SidecarSink(
+        sidecar.format, sidecar.output_dir, roots=settings.sources.allowed_roots, policy=settings.sinks.policy
+    )
 
 
 def xmp_sink(settings: Settings) -> Sink:
     from descry.sinks.xmp import XmpSink
 
     xmp = settings.sinks.xmp
-    return XmpSink(xmp.mode, xmp.output_dir, xmp.sidecar_name, roots=settings.sources.allowed_roots)
+    roots = settings.sources.allowed_roots
+    return XmpSink(xmp.mode, xmp.output_dir, xmp.sidecar_name, roots=roots, policy=settings.sinks.policy)
 
 
 def jsonl_sink(settings: Settings) -> Sink:

@@ -16,8 +16,7 @@ import platformdirs
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from descry.schemas import MetadataPolicy
-
+from descry import schemas
 DEFAULT_MODEL = "florence-2-base"
 CUDA_BATCH_SIZE = 64  # measured on an H200 with a Qwen2.5-VL-7B shape: throughput grows up to 128-256
 CPU_BATCH_SIZE = 8
@@ -123,7 +122,9 @@ class AgentSettings(BaseModel):
     enabled: bool = Field(True, description="judge captions and retry; off = one attempt, kept as is")
     max_attempts: int = Field(3, ge=1, le=10)
     min_words: int = Field(5, ge=0, le=200, description="captions with fewer words count as too short")
-    language: str | None = Field("en", description="expected caption language (ISO 639-1); None: no check")
+    language: str | None = Field(
+        "en", description="None (empty): no language check; else the check expects the caption language (language)"
+    )
     token_floor: int = Field(48, ge=8, le=4096, description="retries for more text ask for at least this")
     max_new_tokens_cap: int = Field(1024, ge=16, le=4096, description="retries never ask for more tokens")
     prefer_words_up_to: int = Field(80, ge=1, description="of equally good attempts, longer wins up to this")
@@ -141,7 +142,7 @@ class TagSettings(BaseModel):
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     min_length: int = Field(3, ge=1, le=20, description="shortest keyword kept, in characters")
     max_caption_chars: int = Field(1000, ge=50, le=100_000, description="longer captions are truncated first")
-    language: str = Field("en", description="language for lemmatisation (simplemma code)")
+    language: str = Field("en", description="superseded by language (DESCRY_LANGUAGE), used when that is unset")
 
 
 class JobSettings(BaseModel):
@@ -195,13 +196,9 @@ class SidecarSettings(BaseModel):
 class XmpSettings(BaseModel):
     """XMP/IPTC metadata, embedded in the image or in a .xmp sidecar."""
 
-    mode: Literal["embed", "sidecar"] = Field(
-        "sidecar", description="sidecar: a .xmp file beside the image (originals untouched); embed: into the image"
-    )
+    mode: Literal["embed", "sidecar"] = "sidecar"
     output_dir: Path | None = Field(None, description="None writes beside the image")
-    sidecar_name: Literal["stem", "full"] = Field(
-        "full", description="photo.jpg.xmp (full: darktable, digiKam, Immich) or photo.xmp (stem: Lightroom RAW)"
-    )
+    sidecar_name: Literal["stem", "full"] = Field("stem", description="photo.xmp (stem) or photo.jpg.xmp (full)")
 
 
 class SinkSettings(BaseModel):
@@ -212,11 +209,6 @@ class SinkSettings(BaseModel):
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
     xmp: XmpSettings = Field(default_factory=XmpSettings)
     jsonl_path: Path | None = Field(None, description="None means <data_dir>/enrichments.jsonl")
-    policy: MetadataPolicy = Field(
-        "replace-machine",
-        description="metadata already in a file or sidecar: fill, replace-machine (never a person's text), "
-        "overwrite or skip",
-    )
 
 
 Scope = Literal["caption", "jobs", "admin"]
@@ -365,6 +357,11 @@ class Settings(BaseSettings):
         description="job database, outbox and uploads; default: the per-user data directory",
     )
     test_mode: bool = Field(False, description="fewer crops and shorter generations, for fast iteration")
+    language: str = Field(
+        "en",
+        pattern=schemas.LANGUAGE_PATTERN,
+        description="BCP 47 language of captions and tags (de, pt-BR); a request's language wins",
+    )
     log_level: str = "info"
     decode_threads: int = Field(4, ge=1, le=64)
 

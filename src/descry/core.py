@@ -21,16 +21,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from descry.backends.base import Generation, Prompted
 from descry.config import Settings
 from descry.engine.pipeline import Engine
 from descry.enrich.enhance import Enhancer
 from descry.enrich.enricher import Enricher
 from descry.errors import describe_error
 from descry.imaging import DecodedImage
-from descry.schemas import CaptionRequest, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
+from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, SourceKind
 from descry.sinks.pool import SinkPool
 from descry.sources import IMAGE_GLOBS, SourceReader, TrustPolicy, is_s3, is_url, path_ref, upload_ref
 
@@ -190,6 +188,7 @@ class Descry:
     ) -> Result:
         """Read, decode, enrich and deliver one image; raises its error (a ``DescryError`` on purpose)."""
         request = request or CaptionRequest()
+        self.enricher.check(request)
         ref = self.ref_for(source)
         names = self.sink_names(request, sinks, in_reply=in_reply)
         image, decode_s = await self._decode(ref)
@@ -210,24 +209,6 @@ class Descry:
         await self._ensure_model()
         return await self._finish(ref, request, image, names)
 
-    async def generate(
-        self,
-        source: Source,
-        prompt: str | None = None,
-        *,
-        params: GenerationParams | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> Generation:
-        """One image and a prompt straight through the engine's batcher, without the caption agent,
-        tags or sinks (what a chat-style caller asks for); raises the image's error."""
-        ref = self.ref_for(source)
-        image, decode_s = await self._decode(ref)
-        await self._ensure_model()
-        item = Prompted(image.image, prompt=prompt, params=params or GenerationParams(), options=dict(options or {}))
-        generation = await self.engine.generate(item)
-        generation.timings["decode_s"] = decode_s
-        return generation
-
     async def _decode(self, ref: ImageRef) -> tuple[DecodedImage, float]:
         t0 = time.perf_counter()
         image = await self.reader.load(ref, self.engine.target_pixels)
@@ -237,7 +218,7 @@ class Descry:
         self, ref: ImageRef, request: CaptionRequest, image: DecodedImage, names: list[str], *, decode_s: float = 0.0
     ) -> Result:
         enrichment = await self.enricher.enrich(ref, request, image, decode_s=decode_s)
-        delivery = await self.sinks.deliver(names, enrichment, ref, policy=request.policy)
+        delivery = await self.sinks.deliver(names, enrichment, ref)
         return Result(ref, enrichment, delivery)
 
     # -- many images ----------------------------------------------------------------------
@@ -258,6 +239,7 @@ class Descry:
         is safe inside ``contextlib.aclosing(d.enrich_many(...))``, which cancels what still runs.
         """
         request = request or CaptionRequest()
+        self.enricher.check(request)  # what the model cannot do for the request fails the run before any work
         names = self.sink_names(request, sinks, in_reply=in_reply)
         limit = concurrency or self.concurrency
         queued = iter(enumerate(sources))

@@ -97,7 +97,7 @@ def build_tiny_qwen2_5_vl(path: Path) -> Path:
         Qwen2VLImageProcessor,
     )
 
-    from descry.backends.hf_vlm import image_only_processor_class
+    from descry.backends.hf_processors import image_only_processor_class
 
     vocab, merges = _train_bpe(QWEN_SPECIALS, "bytelevel")
     tokenizer = Qwen2Tokenizer(
@@ -143,14 +143,19 @@ def build_tiny_qwen2_5_vl(path: Path) -> Path:
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
+    from tests.tiny.vlm_kit import scaled
+
     _seeded()
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model = scaled(Qwen2_5_VLForConditionalGeneration(config))
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.repetition_penalty = 1.05  # as Qwen2.5-VL ships it
     processor_cls = image_only_processor_class("qwen2_5_vl")
     processor = processor_cls(image_processor, tokenizer, chat_template=QWEN_TEMPLATE)
     _save(model, processor, path)
     name_processor(path, "Qwen2_5_VLProcessor")
+    video = {"fps": 2.0, "merge_size": 2, "patch_size": 14, "video_processor_type": "Qwen2VLVideoProcessor"}
+    (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     return path
 
 
@@ -220,8 +225,10 @@ def build_tiny_idefics3(path: Path) -> Path:
         scale_factor=scale,
         pad_token_id=ids["<|endoftext|>"],
     )
+    from tests.tiny.vlm_kit import scaled
+
     _seeded()
-    model = Idefics3ForConditionalGeneration(config).eval()
+    model = scaled(Idefics3ForConditionalGeneration(config))
     model.generation_config.eos_token_id = ids["<end_of_utterance>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     processor = Idefics3Processor(
@@ -288,8 +295,10 @@ def build_tiny_llava(path: Path) -> Path:
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
     )
+    from tests.tiny.vlm_kit import scaled
+
     _seeded()
-    model = LlavaForConditionalGeneration(config).eval()
+    model = scaled(LlavaForConditionalGeneration(config))
     model.generation_config.eos_token_id = ids["</s>"]
     model.generation_config.pad_token_id = ids["<pad>"]
     processor = LlavaProcessor(

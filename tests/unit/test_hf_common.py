@@ -96,15 +96,25 @@ class TestGenerateKwargs:
         assert kwargs["do_sample"] is False
         assert "temperature" not in kwargs and "top_p" not in kwargs
         assert kwargs["max_new_tokens"] == 12
-        assert kwargs["num_beams"] == 1 and kwargs["repetition_penalty"] == 1.0
+        assert "num_beams" not in kwargs and "repetition_penalty" not in kwargs
 
     def test_sampling_when_temperature_is_positive(self) -> None:
         kwargs = hf_common.generate_kwargs(GenerationParams(max_new_tokens=8, temperature=0.7, top_p=0.9))
         assert kwargs["do_sample"] is True
         assert kwargs["temperature"] == 0.7 and kwargs["top_p"] == 0.9
 
-    def test_unset_temperature_is_greedy(self) -> None:
-        assert hf_common.generate_kwargs(GenerationParams(max_new_tokens=4))["do_sample"] is False
+    def test_unset_values_are_left_to_the_checkpoint(self) -> None:
+        kwargs = hf_common.generate_kwargs(GenerationParams(max_new_tokens=4))
+        assert kwargs == {"max_new_tokens": 4}
+        sampling = hf_common.generate_kwargs(GenerationParams(max_new_tokens=4, temperature=0.5))
+        assert "top_p" not in sampling and sampling["do_sample"] is True
+
+    def test_descry_defaults_are_greedy_and_leave_the_rest_unset(self) -> None:
+        from descry.backends.base import DEFAULT_PARAMS
+
+        kwargs = hf_common.generate_kwargs(DEFAULT_PARAMS)
+        assert kwargs["do_sample"] is False
+        assert not {"repetition_penalty", "num_beams", "top_p", "temperature"} & kwargs.keys()
 
     def test_beams_penalty_and_min_tokens_pass_through(self) -> None:
         params = GenerationParams(max_new_tokens=9, min_new_tokens=9, num_beams=3, repetition_penalty=1.3)

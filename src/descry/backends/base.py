@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from descry.errors import CapabilityError, ConfigError
 from descry.schemas import GenerationParams
 
-DEFAULT_PARAMS = GenerationParams(max_new_tokens=64, temperature=0.0, top_p=1.0, num_beams=1, repetition_penalty=1.0)
+# greedy unless a temperature is asked for; what is left unset (top_p, beams, repetition penalty, eos ids)
+# comes from the checkpoint's generation_config.json
+DEFAULT_PARAMS = GenerationParams(max_new_tokens=64, temperature=0.0)
 BRIEF = "Describe this image in one sentence."
 DETAILED = "Describe this image in detail: the subjects, setting, colours, actions and any visible text."
 

@@ -263,17 +263,23 @@ def missing_package(spec: ModelSpec, exc: ImportError) -> ConfigError:
 
 
 def generate_kwargs(params: GenerationParams) -> dict[str, Any]:
-    """transformers ``generate`` keyword arguments for descry's generation parameters."""
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": params.max_new_tokens,
-        "num_beams": params.num_beams or 1,
-        "repetition_penalty": params.repetition_penalty or 1.0,
-    }
+    """transformers ``generate`` keyword arguments for the parameters that are set.
+
+    Whatever is left unset (``None``) is not sent, so the checkpoint's ``generation_config.json`` decides it
+    (repetition penalty, eos ids, top_p/top_k when sampling): user over preset over checkpoint.
+    """
+    kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+    if params.num_beams is not None:
+        kwargs["num_beams"] = params.num_beams
+    if params.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = params.repetition_penalty
     if params.min_new_tokens:
         kwargs["min_new_tokens"] = params.min_new_tokens
-    if params.temperature and params.temperature > 0:
-        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p or 1.0)
-    else:
+    if params.temperature is not None and params.temperature > 0:
+        kwargs.update(do_sample=True, temperature=params.temperature)
+        if params.top_p is not None:
+            kwargs["top_p"] = params.top_p
+    elif params.temperature is not None:
         kwargs["do_sample"] = False
     return kwargs
 

@@ -9,36 +9,19 @@ from typing import Any
 
 from pydantic import Field
 
-from descry.backends import hf_common
+from descry.backends import hf_common, prefix_prompt
 from descry.backends.base import Capabilities, Generation, Prompted
 from descry.backends.hf_presets import HF_VLM_PRESETS
+from descry.backends.hf_processors import VIDEO_PROCESSORS, image_only_processor_class
+from descry.backends.prefix_prompt import chat_messages, chat_text, prefix_text
 from descry.errors import ConfigError
 from descry.schemas import GenerationParams
 
 FALLBACK_PROMPT = "Describe this image."
 
-# model types whose stock processor insists on a video processor (and so on torchvision)
-IMAGE_ONLY_PROCESSORS = {
-    "qwen2_vl": "Qwen2VLProcessor",
-    "qwen2_5_vl": "Qwen2_5_VLProcessor",
-}
-
 PIXEL_OPTIONS = ("min_pixels", "max_pixels")
 
-
-def image_only_processor_class(model_type: str) -> Any:
-    """The family's processor without the video processor, so it loads without torchvision."""
-    transformers = hf_common.require("transformers")
-    base: Any = getattr(transformers, IMAGE_ONLY_PROCESSORS[model_type])
-
-    def __init__(
-        self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
-    ) -> None:
-        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    name = base.__name__.removesuffix("Processor") + "ImageOnlyProcessor"
-    doc = f"{base.__name__} for images only: no video processor, no torchvision."
-    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+__all__ = ["HFVisionBackend", "HFVisionOptions", "VLMBatch", "chat_messages", "image_only_processor_class"]
 
 
 @dataclass
@@ -49,11 +32,6 @@ class VLMBatch:
     params: GenerationParams
     input_length: int
     prompt_tokens: list[int]
-
-
-def chat_messages(prompt: str) -> list[dict[str, Any]]:
-    """One user turn: the image, then the instruction."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
 
 class HFVisionOptions(hf_common.TransformersOptions):
@@ -69,21 +47,32 @@ class HFVisionBackend(hf_common.TransformersBackend):
     name = "hf_vlm"
     capabilities = Capabilities(instruct=True, prompt=True, batching=True)
     presets = HF_VLM_PRESETS
-    model_types = frozenset({"qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava"})
+    model_types = frozenset(
+        {
+            *VIDEO_PROCESSORS,
+            *prefix_prompt.PREFIX_FAMILIES,
+            *("idefics3", "llava", "llava_next", "gemma3", "gemma4", "mllama", "aya_vision", "mistral3"),
+        }
+    )
     Options = HFVisionOptions
+    model_type = ""
 
     def load(self) -> None:
         transformers = hf_common.require("transformers")
         hf_common.model_source(self.spec)  # before torch loads: a model that cannot be had fails at once
         where = hf_common.placement(self.spec)
         self.device, self.dtype = where.device, where.dtype
-        config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
-        self.processor = self._load_processor(transformers, config.model_type)
+        try:
+            config = hf_common.load_pretrained(transformers.AutoConfig.from_pretrained, self.spec)
+        except (ValueError, KeyError) as exc:
+            raise self._unsupported(exc, transformers.__version__) from exc
+        self.model_type = str(config.model_type)
+        self.processor = self._load_processor(transformers, self.model_type)
         self.model = hf_common.finish_loading(self._load_model(transformers, where), self.spec, where)
         self.loaded = True
 
     def _load_processor(self, transformers: Any, model_type: str) -> Any:
-        if model_type in IMAGE_ONLY_PROCESSORS:
+        if model_type in VIDEO_PROCESSORS:
             pixels = {k: int(self.spec.options[k]) for k in PIXEL_OPTIONS if self.spec.options.get(k)}
             processor_cls = image_only_processor_class(model_type)
             processor = hf_common.load_pretrained(processor_cls.from_pretrained, self.spec)
@@ -98,7 +87,7 @@ class HFVisionBackend(hf_common.TransformersBackend):
                 f"model {self.spec.model_id} has no image processor, so it cannot read images",
                 hint="pick an image-text-to-text model (descry models lists presets)",
             )
-        if not processor.chat_template:
+        if not processor.chat_template and not prefix_prompt.uses_prefix(model_type):
             raise ConfigError(
                 f"model {self.spec.model_id} has no chat template",
                 hint="use an instruction-tuned checkpoint that ships a chat template, or --backend blip/florence2",
@@ -123,9 +112,16 @@ class HFVisionBackend(hf_common.TransformersBackend):
         except ValueError as exc:
             raise self._unsupported(exc) from exc
 
-    def _unsupported(self, exc: ValueError) -> ConfigError:
+    def _unsupported(self, exc: Exception, version: str | None = None) -> ConfigError:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if version is not None:
+            return ConfigError(
+                f"model {self.spec.model_id}: transformers {version} cannot load this model: {first}",
+                hint="upgrade transformers (pip install -U transformers) or pick a family descry supports "
+                "(docs/models.md)",
+            )
         return ConfigError(
-            f"model {self.spec.model_id} is not an image-text-to-text model: {str(exc).splitlines()[0]}",
+            f"model {self.spec.model_id} is not an image-text-to-text model: {first}",
             hint="pick a vision-language model (descry models lists presets) or set --backend for its family",
         )
 
@@ -138,16 +134,21 @@ class HFVisionBackend(hf_common.TransformersBackend):
 
     def preprocess(self, items: Sequence[Prompted]) -> VLMBatch:
         params = hf_common.batch_params([self.params_for(item) for item in items])
-        texts = [
-            self.processor.apply_chat_template(
-                chat_messages(item.prompt or self.spec.default_prompt or FALLBACK_PROMPT),
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for item in items
-        ]
         images = [[item.image.convert("RGB")] for item in items]
-        inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+        if prefix_prompt.uses_prefix(self.model_type):
+            texts = [prefix_text(self.processor, item.prompt or self.spec.default_prompt) for item in items]
+            inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+        else:
+            prompts = [item.prompt or self.spec.default_prompt or FALLBACK_PROMPT for item in items]
+            texts = [chat_text(self.processor, prompt) for prompt in prompts]
+            inputs = self.processor(
+                text=texts,
+                images=images,
+                padding=True,
+                padding_side="left",
+                add_special_tokens=prefix_prompt.adds_special_tokens(self.processor, texts[0]),
+                return_tensors="pt",
+            )
         mask = inputs["attention_mask"]
         return VLMBatch(
             inputs=inputs,

@@ -20,6 +20,7 @@ from PIL import Image
 from descry.backends.base import Capabilities, Generation, ModelSpec, Prompted
 from descry.config import AgentSettings
 from descry.enrich import quality
+from descry.enrich.language import language_name
 from descry.enrich.quality import Problem
 from descry.errors import DescryError
 from descry.schemas import Attempt, CaptionRequest, GenerationParams
@@ -43,15 +44,6 @@ TRACE_KEPT = "Kept attempt"
 TASK_LADDER = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
 VERBOSE_SUFFIX = "Write two or three complete sentences about the subjects, the setting and the details."
 STRICT_SUFFIX = "Reply with a plain caption only: no introduction, no apology, no lists and no markdown."
-LANGUAGES = {
-    "en": "English",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-    "it": "Italian",
-    "pt": "Portuguese",
-    "nl": "Dutch",
-}
 PROBLEM_WORDS = {
     Problem.empty: "empty",
     Problem.too_short: "short",
@@ -329,8 +321,8 @@ class CaptionAgent:
         additions = []
         if STRICT_SUFFIX not in plan.prompt:
             additions.append(STRICT_SUFFIX)
-        lang = (self.settings.language or "").lower()[:2]
-        sentence = f"Write it in {LANGUAGES.get(lang, lang)}."
+        lang = self.settings.language or ""
+        sentence = f"Write it in {language_name(lang)}."
         if language and lang and sentence not in plan.prompt:
             additions.append(sentence)
         if not additions:

@@ -15,6 +15,7 @@ from typing import Any
 
 from descry.config import EnhanceSettings
 from descry.enrich import quality
+from descry.enrich.language import is_english, language_name
 from descry.errors import DescryError
 from descry.openai_client import AsyncChatClient, ChatResult
 
@@ -31,6 +32,7 @@ SYSTEM_PROMPT = (
     "and drop nothing important that it does state. Reply with the improved caption only: plain text, "
     "no preamble, no quotes, no lists and no markdown."
 )
+TRANSLATE = "in {name}: if the caption is in another language, translate it faithfully"
 MAX_GROWTH = 3
 MAX_EXTRA_CHARS = 200
 
@@ -43,6 +45,13 @@ class EnhanceOutcome:
     enhanced: bool
     original_caption: str
     trace: list[str] = field(default_factory=list)
+
+
+def system_prompt(language: str | None = None) -> str:
+    """The polish instructions; with a language other than English, the reply must be in it (a translation)."""
+    if language is None or is_english(language):
+        return SYSTEM_PROMPT
+    return SYSTEM_PROMPT.replace("in the caption's language", TRANSLATE.format(name=language_name(language)))
 
 
 def user_message(caption: str, tags: list[str]) -> str:
@@ -93,9 +102,9 @@ class Enhancer:
         """Body fields beyond the standard ones: the reasoning effort gpt-oss understands."""
         return {"reasoning_effort": self.settings.reasoning_effort}
 
-    async def _ask(self, caption: str, tags: list[str]) -> ChatResult:
+    async def _ask(self, caption: str, tags: list[str], language: str | None = None) -> ChatResult:
         messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "system", "content": system_prompt(language)},
             {"role": "user", "content": user_message(caption, tags)},
         ]
         return await self._get_client().chat(
@@ -106,8 +115,11 @@ class Enhancer:
             extra=self.request_extra(),
         )
 
-    async def enhance(self, caption: str, tags: list[str] | None = None) -> EnhanceOutcome:
-        """The polished caption, or the original with the reason it was kept; never raises."""
+    async def enhance(
+        self, caption: str, tags: list[str] | None = None, *, language: str | None = None
+    ) -> EnhanceOutcome:
+        """The polished caption (in ``language`` when given: translated if need be), or the original with
+        the reason it was kept; never raises."""
         original = caption or ""
 
         def kept(reason: str) -> EnhanceOutcome:
@@ -117,7 +129,7 @@ class Enhancer:
         if not original.strip():
             return kept("there was no caption to enhance")
         try:
-            result = await asyncio.wait_for(self._ask(original, list(tags or [])), self.settings.timeout)
+            result = await asyncio.wait_for(self._ask(original, list(tags or []), language), self.settings.timeout)
         except TimeoutError:
             return kept(f"{self.settings.model} did not answer within {self.settings.timeout:g}s")
         except DescryError as exc:

@@ -30,7 +30,11 @@ def _is_verb_form(word: str, lemma: str) -> bool:
 
 
 def _runs(
-    tokens: list[str], lemma: Callable[[str], str], min_length: int
+    tokens: list[str],
+    lemma: Callable[[str], str],
+    min_length: int,
+    stop: frozenset[str] = STOP_WORDS,
+    generic: frozenset[str] = GENERIC_WORDS,
 ) -> list[list[tuple[int, str, str]]]:
     """Maximal runs of content words (position, word, lemma), split at stop words and punctuation."""
     runs: list[list[tuple[int, str, str]]] = []
@@ -40,10 +44,10 @@ def _runs(
         lem = lemma(word) if word[0].isalpha() else word
         content = (
             word[0].isalpha()
-            and word not in STOP_WORDS
-            and lem not in STOP_WORDS
-            and word not in GENERIC_WORDS
-            and lem not in GENERIC_WORDS
+            and word not in stop
+            and lem not in stop
+            and word not in generic
+            and lem not in generic
             and min_length <= len(word) <= MAX_WORD_CHARS
             and not _is_verb_form(word, lem)
         )
@@ -53,7 +57,7 @@ def _runs(
         if current:
             runs.append(current)
             current = []
-        if word.endswith("ing") and _is_verb_form(word, lem) and word not in STOP_WORDS and len(word) > 5:
+        if word.endswith("ing") and _is_verb_form(word, lem) and word not in stop and len(word) > 5:
             runs.append([(pos, word, word)])
     if current:
         runs.append(current)
@@ -84,9 +88,18 @@ def load_spacy() -> Any | None:
 
 
 def extract_keywords(
-    text: str, lemma: Callable[[str], str], *, min_length: int = 3, nlp: Any | None = None
+    text: str,
+    lemma: Callable[[str], str],
+    *,
+    min_length: int = 3,
+    nlp: Any | None = None,
+    stop: frozenset[str] = STOP_WORDS,
+    generic: frozenset[str] = GENERIC_WORDS,
 ) -> list[Tag]:
-    """Keyword tags from a caption: lemmas and short noun phrases, scored by position and frequency."""
+    """Keyword tags from a caption: lemmas and short noun phrases, scored by position and frequency.
+
+    ``stop`` and ``generic`` are the caption language's function words and picture words (English by default).
+    """
     tokens = TOKEN.findall(text)
     if not tokens:
         return []
@@ -98,7 +111,7 @@ def extract_keywords(
         else:
             found[name] = _Candidate(name, pos, kind=kind)
 
-    for run in _runs(tokens, lemma, min_length):
+    for run in _runs(tokens, lemma, min_length, stop, generic):
         if len(run) == 1 and run[0][1] == run[0][2] and _is_verb_form(run[0][1], lemma(run[0][1])):
             add(run[0][1], run[0][0], "activity")
             continue

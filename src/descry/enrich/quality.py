@@ -214,9 +214,15 @@ def is_json(text: str) -> bool:
 
 
 def detect_language(tokens: list[str], expected: str) -> str | None:
-    """Another language the words are clearly in, or None when they look like ``expected`` or unsure."""
-    if expected not in STOPWORDS or len(tokens) < 5:
+    """Another language the words are clearly in, or None when they look like ``expected`` or unsure.
+
+    For a language without a word list here, only English (what models fall back to) is recognised.
+    """
+    if len(tokens) < 5:
         return None
+    if expected not in STOPWORDS:
+        english = sum(1 for t in tokens if t in STOPWORDS["en"])
+        return "en" if english >= 3 and english / len(tokens) >= 0.25 else None
     own = sum(1 for t in tokens if t in STOPWORDS[expected])
     best, best_hits = None, 0
     for lang, stop in STOPWORDS.items():

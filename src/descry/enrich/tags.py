@@ -25,7 +25,16 @@ from descry.enrich.model_keywords import (
     parse_keyword_list,
 )
 from descry.enrich.taxonomy import Taxonomy
-from descry.enrich.words import GENERIC_WORDS, IRREGULAR_PLURALS, STOP_WORDS, TOKEN, Lemmatizer, word_tokens
+from descry.enrich.words import (
+    GENERIC_WORDS,
+    IRREGULAR_PLURALS,
+    STOP_WORDS,
+    TOKEN,
+    Lemmatizer,
+    generic_words,
+    stop_words,
+    word_tokens,
+)
 from descry.schemas import CaptionRequest, Tag
 
 __all__ = [
@@ -59,6 +68,7 @@ class Tagger:
         self.lemma = Lemmatizer(settings.language)
         self.taxonomy = Taxonomy.load(settings, self.lemma)
         self._nlp = load_spacy() if settings.language == "en" else None
+        self.stop, self.generic = stop_words(settings.language), generic_words(settings.language)
 
     def key(self, name: str) -> str:
         """The form tags are compared in: lowercase lemmas joined by spaces."""
@@ -127,7 +137,12 @@ class Tagger:
         generated = self.categories(lemmas) + list(extra or [])
         if self.settings.keywords:
             generated += extract_keywords(
-                text, self.lemma, min_length=self.settings.min_length, nlp=self._nlp
+                text,
+                self.lemma,
+                min_length=self.settings.min_length,
+                nlp=self._nlp,
+                stop=self.stop,
+                generic=self.generic,
             )
         blocked = {self.key(x) for x in exclude if isinstance(x, str)} - {""}
         kept = self._merge(generated, blocked, min_score)[: max(max_tags, 0)]

@@ -51,9 +51,11 @@ class Taxonomy:
 
     @classmethod
     def load(cls, settings: TagSettings, lemma: Callable[[str], str]) -> Taxonomy:
-        """The default taxonomy, extended or replaced by ``settings.taxonomy_path``."""
+        """The default taxonomy, extended or replaced by ``settings.taxonomy_path``. The default is English:
+        captions in other languages are matched against ``taxonomy_path`` only (its keywords in their language)."""
         raw: dict[str, list[str]] = {}
-        if settings.taxonomy_path is None or settings.taxonomy_mode == "extend":
+        english = settings.language.split("-")[0].lower() == "en"
+        if english and (settings.taxonomy_path is None or settings.taxonomy_mode == "extend"):
             raw = cls.read(None)
         if settings.taxonomy_path is not None:
             for name, words in cls.read(settings.taxonomy_path).items():

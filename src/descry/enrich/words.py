@@ -34,8 +34,47 @@ GENERIC_WORDS = frozenset(
 )
 
 
+# generic words of image captions in other languages ("Bild", "photo", ...), dropped like GENERIC_WORDS
+GENERIC_BY_LANGUAGE = {
+    "de": "bild bilder foto fotos fotografie aufnahme szene hintergrund vordergrund ansicht detail details farbe",
+    "fr": "image images photo photos photographie scène arrière-plan premier plan vue détail détails couleur",
+    "es": "imagen imágenes foto fotos fotografía escena fondo primer plano vista detalle detalles color",
+    "it": "immagine immagini foto fotografia scena sfondo primo piano vista dettaglio dettagli colore",
+    "pt": "imagem imagens foto fotos fotografia cena fundo primeiro plano vista detalhe detalhes cor",
+    "nl": "afbeelding beeld foto fotos foto's scène achtergrond voorgrond weergave detail details kleur",
+}
+
+CAPITALISED_NOUNS = frozenset({"de", "lb"})  # languages whose nouns are written with a capital letter
+
+
+def stop_words(language: str) -> frozenset[str]:
+    """Function words of a language: the built-in English list, else the ``stop-words`` package's list
+    (``descry[tags]``) joined with the agent's short list; empty when neither knows the language."""
+    if language == "en":
+        return STOP_WORDS
+    from descry.enrich.quality import STOPWORDS
+
+    found: set[str] = set(STOPWORDS.get(language, ()))
+    try:
+        module: Any = importlib.import_module("stop_words")
+        found.update(w.lower() for w in module.get_stop_words(language))
+    except ImportError:
+        log.info("stop-words is not installed; %s tags use a short stop list (pip install 'descry[tags]')", language)
+    except Exception:  # noqa: BLE001 - the package raises its own error for a language it does not know
+        pass
+    return frozenset(found)
+
+
+def generic_words(language: str) -> frozenset[str]:
+    """Words that describe the picture rather than what is in it, in a language."""
+    if language == "en":
+        return GENERIC_WORDS
+    return frozenset(GENERIC_BY_LANGUAGE.get(language, "").split())
+
+
 class Lemmatizer:
-    """Word → lemma, with simplemma when installed and English suffix rules otherwise."""
+    """Word → lemma, with simplemma when installed; English suffix rules otherwise (other languages:
+    the word as written)."""
 
     def __init__(self, language: str = "en") -> None:
         self.language = language
@@ -59,10 +98,12 @@ class Lemmatizer:
     def _lemma(self, word: str) -> str:
         if self._simplemma is not None:
             try:
+                if self.language in CAPITALISED_NOUNS:  # "strand" is a verb's form, "Strand" the beach
+                    return str(self._simplemma.lemmatize(word.capitalize(), lang=self.language)).lower()
                 return str(self._simplemma.lemmatize(word, lang=self.language)).lower()
             except (ValueError, KeyError):
-                return _suffix_lemma(word)
-        return _suffix_lemma(word)
+                pass
+        return _suffix_lemma(word) if self.language == "en" else word
 
 
 IRREGULAR_PLURALS = {

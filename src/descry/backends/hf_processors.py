@@ -1,0 +1,89 @@
+"""Image-only processors: a family's own processor, with a video processor that needs no torchvision.
+
+The stock processors of Qwen2/2.5/3-VL, InternVL, SmolVLM2 and LLaVA-OneVision load a video processor,
+and every video processor in transformers needs torchvision. descry captions images, so it gives these
+processors a *still* video processor instead: transformers' base class, holding the checkpoint's video
+settings (SmolVLM's chat template reads ``num_frames``) but never asked to process a video. The
+processor class, its ``__init__`` and therefore every ``processor_config.json`` setting it takes
+(``image_seq_length``, ``num_image_tokens``, ``vision_feature_select_strategy``, ...) stay the stock ones.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from descry.errors import require
+
+# model types whose stock processor builds a video processor, and that processor's class
+VIDEO_PROCESSORS = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "qwen3_vl_moe": "Qwen3VLProcessor",
+    "internvl": "InternVLProcessor",
+    "smolvlm": "SmolVLMProcessor",
+    "llava_onevision": "LlavaOnevisionProcessor",
+}
+
+
+def still_video_processor(source: Any = None, **kwargs: Any) -> Any:
+    """transformers' base video processor with the checkpoint's video settings, or the defaults when it has none."""
+    base = require("transformers").video_processing_utils.BaseVideoProcessor
+    if source is None:
+        return base()
+    try:
+        settings, _ = base.get_video_processor_dict(source, **kwargs)
+    except OSError:
+        return base()
+    settings.pop("video_processor_type", None)
+    settings.pop("processor_class", None)
+    return base(**settings)
+
+
+class ImageOnly:
+    """Mixin over a stock processor: load and accept a still video processor in place of the real one."""
+
+    _video: Any = None
+
+    @property
+    def video_processor(self) -> Any:
+        if self._video is None:
+            self._video = still_video_processor()
+        return self._video
+
+    @video_processor.setter
+    def video_processor(self, value: Any) -> None:
+        self._video = value
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+        """transformers' own check looks video processors up in a mapping that needs torchvision."""
+        if argument_name == "video_processor":
+            base = require("transformers").video_processing_utils.BaseVideoProcessor
+            if argument is not None and not isinstance(argument, base):
+                raise TypeError(f"Received a {type(argument).__name__} for video_processor, not a video processor")
+            return base
+        return super().check_argument_for_proper_class(argument_name, argument)  # type: ignore[misc]
+
+    @classmethod
+    def _get_arguments_from_pretrained(
+        cls, pretrained_model_name_or_path: Any, processor_dict: Any = None, **kwargs: Any
+    ) -> list[Any]:
+        transformers = require("transformers")
+        source = pretrained_model_name_or_path
+        parts = {
+            "tokenizer": lambda: transformers.AutoTokenizer.from_pretrained(source, **kwargs),
+            "image_processor": lambda: transformers.AutoImageProcessor.from_pretrained(source, **kwargs),
+            "video_processor": lambda: still_video_processor(source, **kwargs),
+        }
+        return [parts[name]() for name in cls.get_attributes()]  # type: ignore[attr-defined]
+
+
+@cache
+def image_only_processor_class(model_type: str) -> Any:
+    """The family's processor for images only: no torchvision, the stock ``__init__`` and settings."""
+    transformers = require("transformers")
+    base: Any = getattr(transformers, VIDEO_PROCESSORS[model_type])
+    name = base.__name__.removesuffix("Processor") + "ImageOnlyProcessor"
+    doc = f"{base.__name__} for images only: a still video processor, no torchvision."
+    return type(name, (ImageOnly, base), {"__doc__": doc, "__module__": __name__})

@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from descry import schemas
+from descry.schemas import MetadataPolicy
+
 DEFAULT_MODEL = "florence-2-base"
 CUDA_BATCH_SIZE = 64  # measured on an H200 with a Qwen2.5-VL-7B shape: throughput grows up to 128-256
 CPU_BATCH_SIZE = 8
@@ -196,9 +198,13 @@ class SidecarSettings(BaseModel):
 class XmpSettings(BaseModel):
     """XMP/IPTC metadata, embedded in the image or in a .xmp sidecar."""
 
-    mode: Literal["embed", "sidecar"] = "sidecar"
+    mode: Literal["embed", "sidecar"] = Field(
+        "sidecar", description="sidecar: a .xmp file beside the image (originals untouched); embed: into the image"
+    )
     output_dir: Path | None = Field(None, description="None writes beside the image")
-    sidecar_name: Literal["stem", "full"] = Field("stem", description="photo.xmp (stem) or photo.jpg.xmp (full)")
+    sidecar_name: Literal["stem", "full"] = Field(
+        "full", description="photo.jpg.xmp (full: darktable, digiKam, Immich) or photo.xmp (stem: Lightroom RAW)"
+    )
 
 
 class SinkSettings(BaseModel):
@@ -209,6 +215,11 @@ class SinkSettings(BaseModel):
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
     xmp: XmpSettings = Field(default_factory=XmpSettings)
     jsonl_path: Path | None = Field(None, description="None means <data_dir>/enrichments.jsonl")
+    policy: MetadataPolicy = Field(
+        "replace-machine",
+        description="metadata already in a file or sidecar: fill, replace-machine (never a person's text), "
+        "overwrite or skip",
+    )
 
 
 Scope = Literal["caption", "jobs", "admin"]

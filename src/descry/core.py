@@ -21,14 +21,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from descry.backends.base import Generation, Prompted
 from descry.config import Settings
 from descry.engine.pipeline import Engine
 from descry.enrich.enhance import Enhancer
 from descry.enrich.enricher import Enricher
 from descry.errors import describe_error
 from descry.imaging import DecodedImage
-from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError, SourceKind
+from descry.schemas import CaptionRequest, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
 from descry.sinks.pool import SinkPool
 from descry.sources import IMAGE_GLOBS, SourceReader, TrustPolicy, is_s3, is_url, path_ref, upload_ref
 
@@ -209,6 +211,24 @@ class Descry:
         await self._ensure_model()
         return await self._finish(ref, request, image, names)
 
+    async def generate(
+        self,
+        source: Source,
+        prompt: str | None = None,
+        *,
+        params: GenerationParams | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Generation:
+        """One image and a prompt straight through the engine's batcher, without the caption agent,
+        tags or sinks (what a chat-style caller asks for); raises the image's error."""
+        ref = self.ref_for(source)
+        image, decode_s = await self._decode(ref)
+        await self._ensure_model()
+        item = Prompted(image.image, prompt=prompt, params=params or GenerationParams(), options=dict(options or {}))
+        generation = await self.engine.generate(item)
+        generation.timings["decode_s"] = decode_s
+        return generation
+
     async def _decode(self, ref: ImageRef) -> tuple[DecodedImage, float]:
         t0 = time.perf_counter()
         image = await self.reader.load(ref, self.engine.target_pixels)
@@ -218,7 +238,7 @@ class Descry:
         self, ref: ImageRef, request: CaptionRequest, image: DecodedImage, names: list[str], *, decode_s: float = 0.0
     ) -> Result:
         enrichment = await self.enricher.enrich(ref, request, image, decode_s=decode_s)
-        delivery = await self.sinks.deliver(names, enrichment, ref)
+        delivery = await self.sinks.deliver(names, enrichment, ref, policy=request.policy)
         return Result(ref, enrichment, delivery)
 
     # -- many images ----------------------------------------------------------------------

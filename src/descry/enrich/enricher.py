@@ -14,8 +14,9 @@ from descry.enrich import language as lang
 from descry.enrich.agent import CaptionAgent, is_caption_task
 from descry.enrich.enhance import Enhancer
 from descry.enrich.tags import KEYWORD_PROMPT, model_tags
+from descry.errors import EmptyCaption
 from descry.imaging import DecodedImage
-from descry.schemas import CaptionRequest, Enrichment, ImageInfo, ImageRef, Tag
+from descry.schemas import CaptionRequest, Enrichment, ImageInfo, ImageRef, Tag, usable_caption
 
 
 class Enricher:
@@ -63,6 +64,12 @@ class Enricher:
             trace.extend(result.trace)
             if result.enhanced:
                 caption, original, enhanced = result.caption, result.original_caption, True
+        if not usable_caption(caption) and not outcome.generation.structured:
+            raise EmptyCaption(
+                f"the model gave no usable caption after {len(outcome.attempts) or 1} attempt(s)",
+                hint="nothing was written for this image; try another model, --detail detailed or a prompt",
+                source=ref.name,
+            )
         t3 = time.perf_counter()
         chosen = outcome.attempts[outcome.chosen] if outcome.attempts else None
         timings = {k: v for k, v in outcome.generation.timings.items() if k.endswith("_s")}

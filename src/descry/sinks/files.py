@@ -27,17 +27,6 @@ from descry.errors import OutputError
 from descry.schemas import Enrichment, ImageRef, SourceKind
 
 SidecarFormat = Literal["txt", "json"]
-# camera RAW files by extension: their metadata only ever goes to a .xmp sidecar, never into the file
-# (TIFF-based RAWs would otherwise sniff as TIFF). TODO(issue 14b): share one set with descry.imaging.
-RAW_SUFFIXES = frozenset(
-    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl",
-     ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".raw"}
-)  # fmt: skip
-
-
-def is_raw(path: Path | str) -> bool:
-    """A camera RAW file, by its extension."""
-    return Path(path).suffix.lower() in RAW_SUFFIXES
 
 
 def short_name(image: Path, suffix: str) -> Path:

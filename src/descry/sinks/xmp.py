@@ -25,8 +25,9 @@ from typing import Literal
 
 from descry.errors import EmptyCaption, OutputError
 from descry.fileio import replacing
+from descry.imaging import is_raw
 from descry.schemas import Enrichment, FieldChange, ImageRef, MetadataPolicy, SourceKind, usable_caption
-from descry.sinks.files import full_name, image_location, is_raw, renamed, short_name, sidecar_names
+from descry.sinks.files import full_name, image_location, renamed, short_name, sidecar_names
 from descry.sinks.policy import any_caption
 from descry.sinks.xmp_fields import MetadataChanges, plan_changes
 from descry.sinks.xmp_io import EMPTY_PACKET, Exiv2, Metadata, sniff_format

@@ -167,12 +167,19 @@ def test_unknown_models_and_revisions_exit_2_with_one_line(fake_hub: FakeHub, tm
     assert str(tmp_path) in local_dir
 
 
-def test_an_unreachable_hub_is_one_line(tmp_path: Path) -> None:
+def test_an_unreachable_hub_is_one_line_unless_the_cache_has_the_model(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     message = one_line_error(run_cli("pull", "org/tiny", home=tmp_path, endpoint=closed))
     assert closed in message
+
+    with FakeHub() as server:
+        server.add_repo("org/tiny", TINY)
+        assert run_cli("pull", "org/tiny", home=tmp_path, endpoint=server.url).returncode == 0
+    cached = run_cli("pull", "org/tiny", home=tmp_path, endpoint=closed)
+    assert cached.returncode == 0, cached.stderr
+    assert closed in cached.stdout and "org/tiny" in cached.stdout
 
 
 def test_a_preset_pulls_its_hub_id_and_the_cache_listing_names_it(tmp_path: Path) -> None:

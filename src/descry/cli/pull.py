@@ -49,7 +49,13 @@ def pull(
         if hub.offline():
             _offline(out, model_id, label, revision)
             return
-        remote = hub.remote_model(model_id, revision, all_files=all_files)
+        try:
+            remote = hub.remote_model(model_id, revision, all_files=all_files)
+        except ModelNotFound:
+            if hub.reachable() or not hub.cached(model_id, revision):
+                raise
+            out.print(f"{escape(label)} is in the cache; the hub ({hub.endpoint()}) cannot be reached to check it")
+            return
         missing = remote.missing()
         out.print(escape(_plan(label, remote, missing)))
         if not missing:

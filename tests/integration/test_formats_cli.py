@@ -69,7 +69,9 @@ def phone_and_camera_folder(root: Path) -> dict[str, tuple[int, int]]:
     return {name: size for name, (_data, size) in files.items()}
 
 
-def test_heic_avif_and_dng_in_a_folder_are_found_decoded_and_captioned(server: FakeOpenAIServer, tmp_path: Path) -> None:
+def test_heic_avif_and_dng_in_a_folder_are_found_decoded_and_captioned(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
     server.reset()
     expected = phone_and_camera_folder(tmp_path / "photos")
     out = tmp_path / "captions.jsonl"
@@ -80,13 +82,17 @@ def test_heic_avif_and_dng_in_a_folder_are_found_decoded_and_captioned(server: F
     assert result.returncode == 0, result.stderr
     data = summary(result)
     assert (data["total"], data["ok"], data["failed"]) == (5, 5, 0)
-    lines = {Path(row["name"]).relative_to(tmp_path / "photos").as_posix(): row for row in map(json.loads, out.read_text().splitlines())}
+    lines = {
+        Path(row["name"]).relative_to(tmp_path / "photos").as_posix(): row
+        for row in map(json.loads, out.read_text().splitlines())
+    }
     assert set(lines) == set(expected)
     for name, row in lines.items():
         assert (row["image"]["width"], row["image"]["height"]) == expected[name], name
-        assert row["image"]["format"] == {"HEIC": "HEIF", "HEIF": "HEIF", "AVIF": "AVIF", "DNG": "DNG"}[
-            name.rsplit(".", 1)[1].upper()
-        ]
+        assert (
+            row["image"]["format"]
+            == {"HEIC": "HEIF", "HEIF": "HEIF", "AVIF": "AVIF", "DNG": "DNG"}[name.rsplit(".", 1)[1].upper()]
+        )
         assert row["caption"].startswith("image "), row["caption"]  # the fake saw exactly one decoded image
     assert len(server.chat_requests) == 5
     # the model saw each picture upright: the portrait DNG arrives taller than wide

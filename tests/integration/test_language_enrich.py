@@ -118,7 +118,9 @@ async def test_a_failed_translation_fails_the_image_and_writes_nothing(tmp_path:
     llm.add(Rule(status=500, times=None))
     settings = settings_for(tmp_path, llm)
     async with Descry(settings, engine=Engine(settings, EnglishOnly())) as d:
-        results = [r async for r in d.enrich_many([image_bytes("JPEG"), image_bytes("PNG")], CaptionRequest(language="fr"))]
+        results = [
+            r async for r in d.enrich_many([image_bytes("JPEG"), image_bytes("PNG")], CaptionRequest(language="fr"))
+        ]
     assert [r.ok for r in results] == [False, False]
     assert {r.error.code for r in results if r.error} == {"remote_model_error"}
 

@@ -48,7 +48,9 @@ def test_instruction_following_models_are_asked_in_the_language() -> None:
     assert asked_spec.default_prompt.endswith("German.") and asked_spec.detailed_prompt.startswith(DETAILED)  # type: ignore[union-attr]
     assert asked.prompt is None  # no prompt of the caller's: the model's own prompts carry the language
     _, own = lang.localised(spec, CaptionRequest(prompt="Describe the light."), CHAT, "pt-BR")
-    assert own.prompt is not None and own.prompt.startswith("Describe the light.") and "Brazilian Portuguese" in own.prompt
+    assert (
+        own.prompt is not None and own.prompt.startswith("Describe the light.") and "Brazilian Portuguese" in own.prompt
+    )
     # English changes nothing, and models that cannot follow instructions are never sent the sentence
     assert lang.localised(spec, CaptionRequest(), CHAT, "en") == (spec, CaptionRequest())
     assert lang.localised(spec, CaptionRequest(prompt="a photo of"), BLIP, "de")[1].prompt == "a photo of"

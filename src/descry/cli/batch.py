@@ -21,6 +21,7 @@ from descry.cli.options import (
     DeviceOpt,
     DtypeOpt,
     GlobOpt,
+    LanguageOpt,
     MaxTokensOpt,
     ModelOpt,
     PromptOpt,
@@ -63,6 +64,7 @@ def batch(
     recursive: RecursiveOpt = True,
     glob: GlobOpt = None,
     tags: Annotated[bool, typer.Option("--tags/--no-tags", help="add tags")] = True,
+    language: LanguageOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
@@ -86,7 +88,7 @@ def batch(
         err.print("[yellow]no images found[/yellow] (check the path and --glob)")
         raise typer.Exit(1)
     params = GenerationParams(max_new_tokens=max_tokens)
-    request = CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params)
+    request = CaptionRequest(prompt=prompt, task=task, detail=detail, tags=tags, params=params, language=language)
     options = RayOptions(address, replicas, gpus_per_replica, num_cpus)
     engine_name: EngineName = "ray" if engine == "ray" else "local"
 

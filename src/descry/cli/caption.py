@@ -31,6 +31,7 @@ from descry.cli.options import (
     DtypeOpt,
     EmbedOpt,
     GlobOpt,
+    LanguageOpt,
     MaxTokensOpt,
     ModelOpt,
     PolicyOpt,
@@ -81,6 +82,7 @@ def caption(
     embed: EmbedOpt = False,
     policy: PolicyOpt = None,
     dry_run: DryRunOpt = False,
+    language: LanguageOpt = None,
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="skip images every sink already has")
     ] = False,
@@ -115,6 +117,7 @@ def caption(
     model_flags.update(dtype=dtype, batch_size=batch_size, quantization=quantization)
     settings, refs = _settings_and_refs(inputs, recursive, glob, model_flags, policy=policy, embed=embed)
     request = _request(prompt, task, detail, tags, max_tokens, temperature, top_p, num_beams, repetition_penalty)
+    request = request.model_copy(update={"language": language})  # checked by the option's callback
     named = [*(sink or []), *(["xmp"] if xmp or embed else [])] or None
     pool, names, to_stdout = _sinks_for(settings, inputs, refs, fmt, output, named)
     if dry_run:

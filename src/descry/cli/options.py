@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 from descry.cli.console import print_error, stderr_console
 from descry.config import ModelSettings, Settings
 from descry.errors import ConfigError, DescryError
-from descry.schemas import Detail, MetadataPolicy
+from descry.schemas import LANGUAGE_PATTERN, Detail, MetadataPolicy
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="preset, HF model id or local dir")]
 BackendOpt = Annotated[str | None, typer.Option(help="force a backend (hf_vlm, blip, ...)")]
@@ -38,6 +39,22 @@ EmbedOpt = Annotated[
 ]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="print which fields would change, from what to what; write nothing")
+]
+
+
+
+def _language(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(LANGUAGE_PATTERN, value):
+        raise typer.BadParameter("give a BCP 47 language tag such as de, fr or pt-BR")
+    return value
+
+
+LanguageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="language of captions and tags (BCP 47: de, fr, pt-BR); default: DESCRY_LANGUAGE, else en",
+        callback=_language,
+    ),
 ]
 
 

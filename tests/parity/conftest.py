@@ -23,14 +23,25 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from tests.tiny.hf_vlm import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_5_vl  # noqa: E402
-from tests.tiny.vlm_families import build_tiny_gemma3, build_tiny_qwen2_vl  # noqa: E402
+from tests.tiny.vlm_families import (  # noqa: E402
+    build_tiny_gemma3,
+    build_tiny_qwen2_vl,
+    build_tiny_qwen3_vl,
+    build_tiny_qwen3_vl_moe,
+)
+from tests.tiny.vlm_tiled import build_tiny_internvl, build_tiny_llava_onevision, build_tiny_smolvlm2  # noqa: E402
 
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "gemma3": build_tiny_gemma3,
     "idefics3": build_tiny_idefics3,
+    "internvl": build_tiny_internvl,
     "llava": build_tiny_llava,
+    "llava_onevision": build_tiny_llava_onevision,
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "qwen2_vl": build_tiny_qwen2_vl,
+    "qwen3_vl": build_tiny_qwen3_vl,
+    "qwen3_vl_moe": build_tiny_qwen3_vl_moe,
+    "smolvlm2": build_tiny_smolvlm2,
 }
 PREFIX_FAMILIES = {"paligemma"}
 

@@ -137,3 +137,73 @@ def build_tiny_qwen2_vl(path: Path) -> Path:
     }
     video = {**QWEN_VIDEO, "video_processor_type": "Qwen2VLVideoProcessor", "processor_class": "Qwen2VLProcessor"}
     return finish(path, model, processor, processor_class="Qwen2VLProcessor", generation=generation, video=video)
+
+
+def _qwen3_vl(path: Path, moe: bool) -> Path:
+    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLMoeConfig
+
+    from descry.backends.hf_processors import image_only_processor_class
+
+    tokenizer = fast_tokenizer(
+        QWEN_SPECIALS,
+        "bytelevel",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+    tok = ids(tokenizer, *QWEN_SPECIALS)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 16, patch_size=16, temporal_patch_size=2, merge_size=2
+    )
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+    text = {**TEXT, "vocab_size": len(tokenizer), "rope_parameters": rope, "eos_token_id": tok["<|im_end|>"]}
+    if moe:
+        text.update(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1)
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": 64,
+        "num_position_embeddings": 64,
+        "deepstack_visual_indexes": [1],
+    }
+    config = (Qwen3VLMoeConfig if moe else Qwen3VLConfig)(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=tok["<|image_pad|>"],
+        video_token_id=tok["<|video_pad|>"],
+        vision_start_token_id=tok["<|vision_start|>"],
+        vision_end_token_id=tok["<|vision_end|>"],
+    )
+    model = scaled(AutoModelForImageTextToText.from_config(config))
+    processor = image_only_processor_class("qwen3_vl")(image_processor, tokenizer, chat_template=QWEN_TEMPLATE)
+    generation = {
+        "eos_token_id": [tok["<|im_end|>"], tok["<|endoftext|>"]],
+        "pad_token_id": tok["<|endoftext|>"],
+        "do_sample": True,
+        "top_k": 20,
+        "top_p": 0.8,
+        "temperature": 0.7,
+        "repetition_penalty": 1.0,
+    }
+    video = {
+        **QWEN_VIDEO,
+        "patch_size": 16,
+        "video_processor_type": "Qwen3VLVideoProcessor",
+        "processor_class": "Qwen3VLProcessor",
+    }
+    return finish(path, model, processor, processor_class="Qwen3VLProcessor", generation=generation, video=video)
+
+
+def build_tiny_qwen3_vl(path: Path) -> Path:
+    """Qwen3-VL (dense): 16 px patches merged 2x2, DeepStack from vision layer 1, interleaved M-RoPE."""
+    return _qwen3_vl(path, moe=False)
+
+
+def build_tiny_qwen3_vl_moe(path: Path) -> Path:
+    """Qwen3-VL MoE (the 30B-A3B architecture): four experts, two per token."""
+    return _qwen3_vl(path, moe=True)

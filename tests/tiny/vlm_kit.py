@@ -68,8 +68,24 @@ def finish(
         setattr(model.generation_config, key, value)
     model.save_pretrained(path)
     processor.save_pretrained(path)
+    hub_layout(path)
     if processor_class:
         name_processor(path, processor_class)
     if video is not None:
         (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     return path
+
+
+def hub_layout(path: Path) -> None:
+    """Image processor settings in preprocessor_config.json, processor settings alone in processor_config.json."""
+    processor_file = path / "processor_config.json"
+    if not processor_file.is_file():
+        return
+    settings = json.loads(processor_file.read_text())
+    image = settings.pop("image_processor", None)
+    if image is None:
+        return
+    if "processor_class" in settings:
+        image["processor_class"] = settings["processor_class"]
+    (path / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
+    processor_file.write_text(json.dumps(settings, indent=2))

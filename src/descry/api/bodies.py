@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from descry.schemas import (
+    LANGUAGE_PATTERN,
     CaptionRequest,
     Detail,
     Enrichment,
@@ -29,6 +30,12 @@ class CaptionOptions(BaseModel):
     task: str | None = Field(None, max_length=64, description="model task, e.g. <MORE_DETAILED_CAPTION>")
     tags: bool = Field(True, description="add tags")
     enhance: bool | None = Field(None, description="polish with the LLM; null: the server's setting")
+    language: str | None = Field(
+        None,
+        max_length=35,
+        pattern=LANGUAGE_PATTERN,
+        description="BCP 47 language of the caption and tags (de, pt-BR); null: the server's setting",
+    )
     asset_id: str | None = Field(None, max_length=512, description="the asset's id in your MAM/DAM")
     sinks: list[str] | None = Field(
         None,
@@ -48,6 +55,7 @@ class CaptionOptions(BaseModel):
             params=params,
             tags=self.tags,
             enhance=self.enhance,
+            language=self.language,
             asset_id=self.asset_id,
             sinks=self.sinks,
         )
@@ -124,6 +132,7 @@ class CaptionResponse(BaseModel):
     attempts: int = Field(description="how many captions the agent generated")
     enhanced: bool
     original_caption: str | None = None
+    language: str | None = Field(None, description="BCP 47 language of the caption")
     image: ImageInfo | None = None
     timings: dict[str, float]
     delivery: dict[str, str | None] | None = Field(
@@ -155,6 +164,7 @@ class CaptionResponse(BaseModel):
             attempts=len(enrichment.attempts),
             enhanced=enrichment.enhanced,
             original_caption=enrichment.original_caption,
+            language=enrichment.language,
             image=enrichment.image,
             timings=enrichment.timings,
             delivery=delivery if delivery else None,

@@ -44,3 +44,13 @@ async def test_english_only_models_without_an_llm_refuse_other_languages_with_42
     assert error["code"] == "unsupported_request" and error["hint"]
     assert english.status_code == 200 and english.json()["language"] == "en"
     assert batches_before_english == [] and backend.batches  # only the English request reached the model
+
+
+async def test_a_job_in_a_language_the_model_cannot_write_is_refused_before_it_is_stored(settings: Settings) -> None:
+    async with serve(api_settings(settings), EnglishOnly()) as (client, _app):
+        refused = await client.post(
+            "/v1/jobs", files={"files": ("a.jpg", jpeg(), "image/jpeg")}, data={"language": "de"}
+        )
+        listed = await client.get("/v1/jobs")
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "unsupported_request"
+    assert listed.status_code == 200 and listed.json() == []

@@ -69,6 +69,8 @@ class JobService:
         and stored with it; an unknown sink is an InputError (400) before anything is stored.
         """
         sinks = self.sinks.names_for(request.sinks, asset_id=request.asset_id, in_reply=False)
+        if self.descry is not None:  # e.g. a language the model cannot write: refused before anything is stored
+            self.descry.enricher.check(request)
         request = request.model_copy(update={"sinks": sinks})
         spec = JobSpec(request=request, sources=[ref.name for ref in others])
         return await submit_uploads(

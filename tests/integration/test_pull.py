@@ -6,11 +6,15 @@ HF_TOKEN and HF_HUB_OFFLINE as it would for a user; tests/fakes/hub_server.py se
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +48,28 @@ def run_cli(*args: str, home: Path, endpoint: str, **env: str) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "descry.cli", *args], env=base, capture_output=True, text=True, timeout=120
     )
+
+
+def run_on_terminal(*args: str, home: Path, endpoint: str) -> tuple[int, str]:
+    """The CLI on a pseudo-terminal 120 columns wide (stdout and stderr together), as a user sees it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "DESCRY_", "HUGGING"))}
+    env.update(HF_HOME=str(home), HF_ENDPOINT=endpoint, TERM="xterm")
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    with subprocess.Popen([sys.executable, "-m", "descry.cli", *args], stdout=child, stderr=child, env=env) as proc:
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(parent)
+        code = proc.wait(timeout=120)
+    return code, b"".join(chunks).decode(errors="replace")
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -93,6 +119,16 @@ def test_pull_says_the_size_first_fills_the_cache_and_a_second_pull_is_a_no_op(
     cached = local_listing(tmp_path, fake_hub.url)["org/tiny"]
     assert (cached["files"], cached["complete"], cached["refs"]) == (3, True, ["main"])
     assert cached["size_bytes"] == total
+
+
+def test_on_a_terminal_the_size_comes_first_then_a_progress_bar(fake_hub: FakeHub, tmp_path: Path) -> None:
+    code, screen = run_on_terminal("pull", "org/tiny", home=tmp_path, endpoint=fake_hub.url)
+    assert code == 0, screen
+    size_at = screen.index("org/tiny: ")
+    bar_at = screen.index("Fetching 3 files: 100%")
+    done_at = screen.index("done: ")
+    assert size_at < bar_at < done_at
+    assert screen[done_at:].count("%|") == 0  # every bar is closed before the last line
 
 
 def test_a_connection_cut_mid_file_is_resumed_with_a_range_request(tmp_path: Path) -> None:

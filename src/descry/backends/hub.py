@@ -197,10 +197,25 @@ def download(model: RemoteModel, revision: str | None = None) -> Path:
 
     Files already cached are skipped; a connection that breaks mid-file is resumed with a Range request.
     """
+    bars: list[Any] = []
+    base: Any = _hub("utils.tqdm").tqdm
+
+    class Bar(base):  # type: ignore[misc, valid-type]
+        """huggingface_hub's bar, kept so that every bar is closed before the caller prints again."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
     try:
-        path = _hub().snapshot_download(model.model_id, revision=revision, allow_patterns=sorted(model.files))
+        path = _hub().snapshot_download(
+            model.model_id, revision=revision, allow_patterns=sorted(model.files), tqdm_class=Bar
+        )
     except Exception as exc:
         raise hub_error(exc, model.model_id, revision) from None
+    finally:
+        for bar in bars:
+            bar.close()
     return Path(path)
 
 

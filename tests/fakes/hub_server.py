@@ -195,6 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "siblings": [repo.entry(name, tree=False) for name in sorted(repo.files)],
                 "lastModified": "2026-01-01T00:00:00.000Z",
             }
+            if config := _model_config(repo.files.get("config.json")):
+                body["config"] = config
         self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, repo_id: str, rev: str, name: str, *, head: bool) -> None:
@@ -262,6 +264,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+
+def _model_config(data: bytes | None) -> dict[str, Any]:
+    """What the hub shows of a config.json: its model_type (and architectures)."""
+    try:
+        config = json.loads(data or b"")
+    except ValueError:
+        return {}
+    return {k: config[k] for k in ("model_type", "architectures") if isinstance(config, dict) and k in config}
 
 
 def _range_start(header: str | None) -> int:

@@ -99,6 +99,7 @@ def test_pull_says_the_size_first_fills_the_cache_and_a_second_pull_is_a_no_op(
     assert dry.stdout.splitlines()[0].startswith(f"org/tiny: {size} in 3 files, {size} to download")
     assert "2 files in other formats left out" in dry.stdout
     assert fake_hub.downloads() == [] and not (tmp_path / "hub" / "models--org--tiny" / "snapshots").exists()
+    assert "note:" not in dry.stdout  # florence2 is a family descry serves
 
     first = run_cli("pull", "org/tiny", home=tmp_path, endpoint=fake_hub.url)
     assert first.returncode == 0, first.stderr
@@ -221,10 +222,12 @@ def test_an_unreachable_hub_is_one_line_unless_the_cache_has_the_model(tmp_path:
 def test_a_preset_pulls_its_hub_id_and_the_cache_listing_names_it(tmp_path: Path) -> None:
     with FakeHub() as server:
         server.add_repo("florence-community/Florence-2-base", dict(TINY))
-        server.add_repo("org/other", {"config.json": b"{}"})
+        server.add_repo("org/other", {"config.json": b'{"model_type": "bert"}'})
         result = run_cli("pull", "florence-2-base", home=tmp_path, endpoint=server.url)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("florence-2-base (florence-community/Florence-2-base): ")
+        other = run_cli("pull", "org/other", "--dry-run", home=tmp_path, endpoint=server.url)
+        assert other.returncode == 0 and "note:" in other.stdout and "'bert'" in other.stdout
         assert run_cli("pull", "org/other", home=tmp_path, endpoint=server.url).returncode == 0
     listing = local_listing(tmp_path, "http://127.0.0.1:9")  # the listing reads the cache only
     assert listing["florence-community/Florence-2-base"]["presets"] == ["florence-2-base"]

@@ -58,6 +58,7 @@ def pull(
             return
         missing = remote.missing()
         out.print(escape(_plan(label, remote, missing)))
+        _warn_unknown_family(out, remote.model_type)
         if not missing:
             out.print(f"already in the cache: {escape(str(hub.snapshot_folder(model_id, remote.commit)))}")
             return
@@ -110,6 +111,17 @@ def _plan(label: str, remote: RemoteModel, missing: dict[str, int]) -> str:
     if remote.licence:
         parts.append(f"licence {remote.licence}")
     return ", ".join(parts)
+
+
+def _warn_unknown_family(out: Console, model_type: str | None) -> None:
+    """A note when no installed backend declares the model's config.json model_type."""
+    from descry.backends.registry import catalog
+
+    if model_type and model_type not in catalog().model_types:
+        out.print(
+            f"note: no descry backend declares model_type {escape(repr(model_type))}; descry will try hf_vlm "
+            "(any image-text-to-text model with a chat template), or choose one with --backend"
+        )
 
 
 def _files(n: int) -> str:

@@ -90,7 +90,8 @@ async def test_caption_mode_answers_with_the_checked_caption_and_tags(settings: 
             assert response.status_code == 200, response.text
             assert isinstance(response.json()["tags"], list)
         caption = json.loads(as_json.json()["choices"][0]["message"]["content"])
-        assert set(caption) == {"caption", "tags"}
+        assert set(caption) == {"caption", "labels", "tags"} and caption["caption"]["text"]
+        assert [label["name"] for label in caption["labels"]] == caption["tags"] == as_json.json()["tags"]
         generated = await client.post(URL, json=chat(image))
         assert generated.json()["tags"] is None
 
@@ -167,3 +168,35 @@ async def test_models_lists_the_served_names(settings: Settings) -> None:
         assert {"echo", "gpt-4o-mini", "descry-caption"} <= set(ids)
         answered = await client.post(URL, json={**chat(data_url(jpeg((40, 30)))), "model": "gpt-4o-mini"})
         assert answered.status_code == 200
+
+
+async def test_responses_api_as_photoprism_sends_it(settings: Settings) -> None:
+    """POST /v1/responses: input_text and input_image parts, instructions, a labels schema (caption mode)."""
+    labels_schema = {"type": "object", "properties": {"labels": {"type": "array"}}, "required": ["labels"]}
+    async with serve(api_settings(settings)) as (client, _app):
+        image = data_url(jpeg((40, 30)))
+        parts = [
+            {"type": "input_text", "text": "caption"},
+            {"type": "input_image", "image_url": image, "detail": "low"},
+        ]
+        body: dict[str, Any] = {
+            "model": "echo",
+            "instructions": "be brief",
+            "input": [{"role": "user", "content": parts}],
+            "max_output_tokens": 512,
+        }
+        plain = await client.post("/v1/responses", json=body)
+        assert plain.status_code == 200, plain.text
+        done = plain.json()
+        assert done["object"] == "response" and done["id"].startswith("resp_") and done["status"] == "completed"
+        text = done["output"][0]["content"][0]
+        assert text["type"] == "output_text" and text["text"].startswith("40x30 be brief")
+        assert done["usage"]["total_tokens"] == done["usage"]["input_tokens"] + done["usage"]["output_tokens"]
+        fmt = {"format": {"type": "json_schema", "name": "photoprism_vision_labels_v1", "schema": labels_schema}}
+        labelled = await client.post("/v1/responses", json={**body, "model": "descry-caption", "text": fmt})
+        answer = json.loads(labelled.json()["output"][0]["content"][0]["text"])
+        assert isinstance(answer["labels"], list) and answer["caption"]["text"]
+        refused = await client.post("/v1/responses", json={**body, "text": fmt})  # echo cannot constrain JSON
+        openai_error(refused, 400, "invalid_input")
+        openai_error(await client.post("/v1/responses", json={**body, "stream": True}), 400, "invalid_input")
+        openai_error(await client.post("/v1/responses", json={**body, "model": "gpt-5-nano"}), 404, "model_not_found")

@@ -97,6 +97,7 @@ def mode_for(ask: Ask, settings: Settings, model_name: str) -> Mode:
 def params_for(max_tokens: int | None, temperature: float | None, top_p: float | None) -> GenerationParams:
     """Generation parameters from a protocol's fields; a length above descry's cap is capped."""
     tokens = min(max_tokens, MAX_NEW_TOKENS) if max_tokens and max_tokens > 0 else None
+    top_p = top_p if top_p is None or top_p > 0 else None  # 0 (OpenAI's "most likely only") is greedy anyway
     try:
         return GenerationParams(max_new_tokens=tokens, temperature=temperature, top_p=top_p)
     except ValidationError as exc:
@@ -160,7 +161,7 @@ async def answer(service: CaptionService, ask: Ask, settings: Settings) -> Answe
     backend = service.descry.engine.backend
     mode = mode_for(ask, settings, backend.model_name)
     ref = await the_image(ask, settings)
-    if ask.json_format is not None and not _can_json(ask.json_format, mode, backend.capabilities.structured_output):
+    if ask.json_format is not None and not _can_json(mode, backend.capabilities.structured_output):
         raise InputError(f"the model {backend.model_name} cannot constrain its answer to JSON", hint=JSON_HINT)
     started = time.perf_counter()
     if mode == "caption":
@@ -176,13 +177,15 @@ async def answer(service: CaptionService, ask: Ask, settings: Settings) -> Answe
     return result
 
 
-def _can_json(json_format: dict[str, Any], mode: Mode, structured: bool) -> bool:
-    """A generation honours JSON when the backend can constrain it; a caption answers JSON, not a schema."""
-    return structured if mode == "generate" else json_format.get("type") != "json_schema"
+def _can_json(mode: Mode, structured: bool) -> bool:
+    """A generation honours JSON when the backend can constrain it; a caption always has its JSON form."""
+    return structured or mode == "caption"
 
 
 async def _caption(service: CaptionService, ref: ImageRef, ask: Ask) -> Answer:
-    """descry's checked caption with its tags; as JSON ``{"caption", "tags"}`` when JSON was asked for."""
+    """descry's checked caption with its tags; when JSON was asked for (any schema), descry's own JSON:
+    ``{"caption": {"text", "confidence"}, "labels": [{"name", "confidence", "topicality"}], "tags": [...]}``
+    (the shape PhotoPrism's caption and labels engines read)."""
     try:
         request = CaptionRequest(prompt=ask.user_text or None, params=ask.params)
     except ValidationError as exc:
@@ -192,7 +195,9 @@ async def _caption(service: CaptionService, ref: ImageRef, ask: Ask) -> Answer:
     tags = [tag.name for tag in enrichment.tags]
     text = enrichment.caption
     if ask.json_format is not None:
-        text = json.dumps({"caption": text, "tags": tags}, ensure_ascii=False)
+        labels = [{"name": t.name, "confidence": t.score, "topicality": t.score} for t in enrichment.tags]
+        body = {"caption": {"text": text, "confidence": 1.0}, "labels": labels, "tags": tags}
+        text = json.dumps(body, ensure_ascii=False)
     attempt = enrichment.attempts[enrichment.chosen_attempt] if enrichment.attempts else None
     tokens = attempt.output_tokens if attempt else len(text.split())
     return Answer(text, "caption", 0, tokens, "stop", tags=tags)

@@ -63,7 +63,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
     stop: str | list[str] | None = Field(None, description="up to 4 sequences where the answer ends")
     seed: int | None = None
     n: int | None = Field(None, ge=1, le=128, description="only 1 is served")
@@ -76,6 +76,55 @@ class ChatCompletionRequest(BaseModel):
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("stop takes at most 4 sequences")
         return self
+
+
+class InputPart(BaseModel):
+    """One part of a Responses API message: ``input_text`` or ``input_image`` (a data URL or http(s) URL)."""
+
+    model_config = STRICT
+
+    type: Literal["input_text", "input_image", "text", "output_text"]
+    text: str | None = Field(None, max_length=MAX_TEXT)
+    image_url: str | None = None
+    detail: str | None = None
+
+
+class InputMessage(BaseModel):
+    model_config = STRICT
+
+    role: Literal["system", "developer", "user", "assistant"]
+    type: Literal["message"] | None = None
+    content: str | list[InputPart]
+
+
+class TextFormat(BaseModel):
+    model_config = STRICT
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(None, max_length=256)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class TextOptions(BaseModel):
+    model_config = STRICT
+
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(BaseModel):
+    """``POST /v1/responses``: OpenAI's Responses API as PhotoPrism's ``openai`` engine sends it."""
+
+    model_config = STRICT
+
+    model: str = Field(max_length=512, description="the loaded model, a configured alias or descry-caption")
+    input: str | list[InputMessage] = Field(description="text, or messages with input_text and input_image parts")
+    instructions: str | None = Field(None, max_length=MAX_TEXT, description="a system message")
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    text: TextOptions | None = None
+    stream: bool = Field(False, description="only false is served")
 
 
 class OllamaOptions(BaseModel):
@@ -141,6 +190,7 @@ class OllamaShowRequest(BaseModel):
 
 COMPAT_BODIES: list[type[BaseModel]] = [
     ChatCompletionRequest,
+    ResponsesRequest,
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaShowRequest,

@@ -4,7 +4,7 @@ Every error response has the same shape::
 
     {"error": {"code": "image_too_large", "message": "..."}, "detail": "...", "request_id": "..."}
 
-The OpenAI-compatible route adds OpenAI's ``type`` and ``param`` to ``error``; the Ollama-compatible
+The OpenAI-compatible routes add OpenAI's ``type`` and ``param`` to ``error``; the Ollama-compatible
 routes answer Ollama's ``{"error": "..."}`` (plus ``request_id``); both answer 400 for an invalid body.
 ``detail`` repeats the message as a string: the replaced projects' clients (and FastAPI's convention)
 read ``{"detail": "..."}``. A validation error lists at most ``MAX_DETAILS`` problems and counts the
@@ -68,7 +68,7 @@ HTTP_CODES = {
 }
 
 
-OPENAI_PATHS = frozenset({"/v1/chat/completions"})
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
 OLLAMA_PATHS = frozenset({"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/api/ps"})
 OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 

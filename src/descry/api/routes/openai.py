@@ -1,5 +1,6 @@
-"""The OpenAI-compatible route: ``POST /v1/chat/completions`` (``GET /v1/models`` is the v1 route's,
-which answers OpenAI's ``object``/``data`` list too).
+"""The OpenAI-compatible routes: ``POST /v1/chat/completions`` and ``POST /v1/responses`` (the Responses
+API as PhotoPrism's ``openai`` engine uses it, without streaming); ``GET /v1/models`` is the v1 route's,
+which answers OpenAI's ``object``/``data`` list too.
 
 Messages with string or content-part content (``text``, ``image_url`` as a data URL or an http(s) URL
 read through the SSRF guard), one image per request, through the batcher; errors in OpenAI's shape
@@ -20,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from descry.api.chat import Answer, Ask, answer, params_for, read_body
-from descry.api.compat_bodies import ChatCompletionRequest, ContentPart, ImageURL
+from descry.api.compat_bodies import ChatCompletionRequest, ContentPart, ImageURL, InputMessage, ResponsesRequest
 from descry.api.deps import get_service, get_settings
 from descry.api.service import CaptionService
 from descry.config import Settings
@@ -160,4 +161,100 @@ async def chat_completions(request: Request, service: Service, settings: Config)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _events(chunks(done, include_usage)), media_type=SSE, headers={"Cache-Control": "no-cache"}
+    )
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = []
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    status: Literal["completed"] = "completed"
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText]
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class ResponseObject(BaseModel):
+    """OpenAI's Responses API answer (the fields clients read); ``tags`` as in ChatCompletion."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["completed", "incomplete"] = "completed"
+    model: str
+    output: list[OutputMessage]
+    usage: ResponseUsage
+    tags: list[str] | None = None
+
+
+def _input_message(message: InputMessage, ask: Ask) -> None:
+    if isinstance(message.content, str):
+        text, images = message.content, []
+    else:
+        text = "\n".join(part.text or "" for part in message.content if part.type != "input_image" and part.text)
+        images = [part.image_url or "" for part in message.content if part.type == "input_image"]
+    if message.role in ("system", "developer"):
+        ask.system.append(text)
+    else:
+        ask.turns.append((message.role, text))
+    ask.images.extend(images)
+
+
+def responses_ask(body: ResponsesRequest) -> Ask:
+    """A Responses API request in descry's terms; streaming is refused."""
+    if body.stream:
+        raise InputError(
+            "streaming is not served on /v1/responses", hint="send stream=false or use /v1/chat/completions"
+        )
+    ask = Ask(model=body.model, params=params_for(body.max_output_tokens, body.temperature, body.top_p))
+    if body.instructions:
+        ask.system.append(body.instructions)
+    if isinstance(body.input, str):
+        ask.turns.append(("user", body.input))
+    else:
+        for message in body.input:
+            _input_message(message, ask)
+    fmt = body.text.format if body.text is not None else None
+    if fmt is not None and fmt.type == "json_object":
+        ask.json_format = {"type": "json_object"}
+    elif fmt is not None and fmt.type == "json_schema":
+        ask.json_format = {"type": "json_schema", "json_schema": {"name": fmt.name or "answer", "schema": fmt.schema_}}
+    return ask
+
+
+@router.post(
+    "/responses",
+    response_model=ResponseObject,
+    summary="OpenAI-compatible Responses API answer about one image",
+    openapi_extra=json_body("ResponsesRequest"),
+)
+async def responses(request: Request, service: Service, settings: Config) -> ResponseObject:
+    """OpenAI's Responses API (no streaming): `input` messages with `input_text` and `input_image` (a data
+    URL or an http(s) URL), `instructions`, `max_output_tokens`, `text.format`; one image per request."""
+    body = await read_body(request, ResponsesRequest)
+    result = await answer(service, responses_ask(body), settings)
+    usage = ResponseUsage(
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+    message = OutputMessage(id="msg_" + secrets.token_hex(12), content=[OutputText(text=result.text)])
+    return ResponseObject(
+        id="resp_" + secrets.token_hex(12),
+        created_at=int(time.time()),
+        status="incomplete" if result.finish_reason == "length" else "completed",
+        model=body.model,
+        output=[message],
+        usage=usage,
+        tags=result.tags,
     )

@@ -23,20 +23,27 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from tests.tiny.hf_vlm import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_5_vl  # noqa: E402
+from tests.tiny.vlm_classic import build_tiny_llava_next, build_tiny_mllama, build_tiny_paligemma2  # noqa: E402
 from tests.tiny.vlm_families import (  # noqa: E402
     build_tiny_gemma3,
     build_tiny_qwen2_vl,
     build_tiny_qwen3_vl,
     build_tiny_qwen3_vl_moe,
 )
+from tests.tiny.vlm_more import build_tiny_aya_vision, build_tiny_mistral3  # noqa: E402
 from tests.tiny.vlm_tiled import build_tiny_internvl, build_tiny_llava_onevision, build_tiny_smolvlm2  # noqa: E402
 
 FAMILIES: dict[str, Callable[[Path], Path]] = {
+    "aya_vision": build_tiny_aya_vision,
     "gemma3": build_tiny_gemma3,
     "idefics3": build_tiny_idefics3,
     "internvl": build_tiny_internvl,
     "llava": build_tiny_llava,
+    "llava_next": build_tiny_llava_next,
     "llava_onevision": build_tiny_llava_onevision,
+    "mistral3": build_tiny_mistral3,
+    "mllama": build_tiny_mllama,
+    "paligemma2": build_tiny_paligemma2,
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "qwen2_vl": build_tiny_qwen2_vl,
     "qwen3_vl": build_tiny_qwen3_vl,
@@ -92,6 +99,10 @@ def reference_processor(path: Path) -> Any:
     from transformers.video_processing_utils import BaseVideoProcessor
 
     model_type = _json(path / "config.json")["model_type"]
+    if model_type == "mistral3":  # the stock class; importing it needs a stand-in module without torchvision
+        from descry.backends.hf_processors import pixtral_processor_class
+
+        return pixtral_processor_class().from_pretrained(path)
     if model_type not in VIDEO_FAMILIES:
         return transformers.AutoProcessor.from_pretrained(path)
     stock = getattr(transformers, VIDEO_FAMILIES[model_type])

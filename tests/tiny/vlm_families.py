@@ -76,7 +76,7 @@ def build_tiny_gemma3(path: Path) -> Path:
         eoi_token_index=tok["<end_of_image>"],
         image_token_index=tok["<image_soft_token>"],
     )
-    model = scaled(Gemma3ForConditionalGeneration(config))
+    model = scaled(Gemma3ForConditionalGeneration(config), factor=20.0)
     processor = Gemma3Processor(image_processor, tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=4)
     generation = {"eos_token_id": [tok["<eos>"], tok["<end_of_turn>"]], "pad_token_id": tok["<pad>"]}
     return finish(path, model, processor, generation=generation)

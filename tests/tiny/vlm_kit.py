@@ -27,6 +27,7 @@ def fast_tokenizer(specials: list[str], style: str, **kwargs: Any) -> Any:
 
     vocab, merges = _train_bpe(specials, style)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=kwargs.get("unk_token")))
+    tok.add_special_tokens(specials)
     if style == "bytelevel":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()

@@ -196,6 +196,4 @@ def build_tiny_llava_onevision(path: Path) -> Path:
     )
     generation = {"eos_token_id": tok["<|im_end|>"], "pad_token_id": tok["<|endoftext|>"]}
     video = {"video_processor_type": "LlavaOnevisionVideoProcessor", "processor_class": "LlavaOnevisionProcessor"}
-    return finish(
-        path, model, processor, processor_class="LlavaOnevisionProcessor", generation=generation, video=video
-    )
+    return finish(path, model, processor, processor_class="LlavaOnevisionProcessor", generation=generation, video=video)

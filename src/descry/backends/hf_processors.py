@@ -10,6 +10,9 @@ processor class, its ``__init__`` and therefore every ``processor_config.json`` 
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from functools import cache
 from typing import Any
 
@@ -25,6 +28,10 @@ VIDEO_PROCESSORS = {
     "smolvlm": "SmolVLMProcessor",
     "llava_onevision": "LlavaOnevisionProcessor",
 }
+
+# model types whose stock processor is PixtralProcessor, which transformers gates behind torchvision
+PIXTRAL_FAMILIES = frozenset({"mistral3", "pixtral"})
+PIXTRAL = "transformers.models.pixtral"
 
 
 def still_video_processor(source: Any = None, **kwargs: Any) -> Any:
@@ -87,3 +94,25 @@ def image_only_processor_class(model_type: str) -> Any:
     name = base.__name__.removesuffix("Processor") + "ImageOnlyProcessor"
     doc = f"{base.__name__} for images only: a still video processor, no torchvision."
     return type(name, (ImageOnly, base), {"__doc__": doc, "__module__": __name__})
+
+
+@cache
+def pixtral_processor_class() -> Any:
+    """PixtralProcessor (Mistral 3), importable without torchvision.
+
+    Its module imports one helper, ``get_resize_output_image_size``, from the torchvision image processor's
+    module; the PIL image processor's module has the same function. Without torchvision, that module is
+    stood in for by one holding the PIL version, so the stock processor class loads unchanged.
+    """
+    require("transformers")
+    try:
+        return importlib.import_module(f"{PIXTRAL}.processing_pixtral").PixtralProcessor
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "torchvision":
+            raise
+    pil = importlib.import_module(f"{PIXTRAL}.image_processing_pil_pixtral")
+    stand_in = types.ModuleType(f"{PIXTRAL}.image_processing_pixtral", "PIL stand-in: no torchvision here")
+    stand_in.get_resize_output_image_size = pil.get_resize_output_image_size  # type: ignore[attr-defined]
+    sys.modules[stand_in.__name__] = stand_in
+    sys.modules.pop(f"{PIXTRAL}.processing_pixtral", None)
+    return importlib.import_module(f"{PIXTRAL}.processing_pixtral").PixtralProcessor

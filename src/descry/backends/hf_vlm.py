@@ -12,7 +12,12 @@ from pydantic import Field
 from descry.backends import hf_common, prefix_prompt
 from descry.backends.base import Capabilities, Generation, Prompted
 from descry.backends.hf_presets import HF_VLM_PRESETS
-from descry.backends.hf_processors import VIDEO_PROCESSORS, image_only_processor_class
+from descry.backends.hf_processors import (
+    PIXTRAL_FAMILIES,
+    VIDEO_PROCESSORS,
+    image_only_processor_class,
+    pixtral_processor_class,
+)
 from descry.backends.prefix_prompt import chat_messages, chat_text, prefix_text
 from descry.errors import ConfigError
 from descry.schemas import GenerationParams
@@ -80,6 +85,8 @@ class HFVisionBackend(hf_common.TransformersBackend):
                 processor.image_processor = type(processor.image_processor)(
                     **{**processor.image_processor.to_dict(), **pixels}
                 )
+        elif model_type in PIXTRAL_FAMILIES:
+            processor = hf_common.load_pretrained(pixtral_processor_class().from_pretrained, self.spec)
         else:
             processor = hf_common.load_pretrained(transformers.AutoProcessor.from_pretrained, self.spec)
         if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:

@@ -124,3 +124,32 @@ async def test_concurrent_clients_share_device_batches(settings: Settings) -> No
         responses = await asyncio.gather(*(client.post("/api/generate", json=body) for _ in range(16)))
         assert [r.status_code for r in responses] == [200] * 16
         assert sum(backend.batches) == 16 and max(backend.batches) > 1
+
+
+async def test_taggui_remote_mode_gets_koboldcpp_results(settings: Settings) -> None:
+    """taggui's remote mode posts KoboldCpp's /api/v1/generate with a chat-templated prompt."""
+    prompt = (
+        "<|im_start|>system\nBe exact.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>Describe the image in one sentence.<|im_end|>\n"
+        "<|im_start|>assistant"
+    )
+    body = {
+        "prompt": prompt,
+        "images": [b64(jpeg((40, 30)))],
+        "max_new_tokens": 100,
+        "max_length": 100,
+        "do_sample": False,
+        "temperature": 1.0,
+        "top_k": 50,
+        "repetition_penalty": 1.0,
+        "rep_pen": 1.0,
+    }
+    async with serve(api_settings(settings)) as (client, _app):
+        answered = await client.post("/api/v1/generate", json=body)
+        assert answered.status_code == 200, answered.text
+        text = answered.json()["results"][0]["text"]
+        assert text == "40x30 Be exact.\nDescribe the image in one sentence."  # the echo backend repeats the prompt
+        captioned = await client.post("/api/v1/generate", json={**body, "prompt": "<|im_start|>assistant"})
+        assert isinstance(captioned.json()["tags"], list)  # no instruction: descry's checked caption
+        refused = await client.post("/api/v1/generate", json={**body, "images": ["@@"]})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_input"

@@ -26,7 +26,7 @@ from descry.api.logs import configure_logging
 from descry.api.metrics import ApiMetrics
 from descry.api.middleware import RequestMiddleware
 from descry.api.openapi import install_openapi
-from descry.api.routes import health, jobs, ollama, openai, seed, v1
+from descry.api.routes import health, jobs, kobold, ollama, openai, seed, v1
 from descry.api.security import install_security, require_scope
 from descry.api.service import CaptionService
 from descry.config import Settings
@@ -136,6 +136,7 @@ def create_app(
     app.include_router(seed.router, dependencies=caption_scope)
     app.include_router(openai.router, dependencies=caption_scope)
     app.include_router(ollama.router, dependencies=caption_scope)
+    app.include_router(kobold.router, dependencies=caption_scope)
     app.include_router(health.router)
     app.include_router(jobs.router, dependencies=[Depends(require_scope("jobs"))])
     install_openapi(app)

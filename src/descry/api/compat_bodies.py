@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI- and Ollama-compatible routes, as those protocols define them.
+"""Request bodies of the OpenAI-, Ollama- and KoboldCpp-compatible routes, as those protocols define them.
 
 Strict types (a number is not a string) and unknown fields ignored: clients send many fields
 descry has no use for (``frequency_penalty``, ``keep_alive``, ``tools`` ...).
@@ -188,10 +188,26 @@ class OllamaShowRequest(BaseModel):
         return self
 
 
+class KoboldGenerateRequest(BaseModel):
+    """KoboldCpp's generate request (the fields taggui sends; others are ignored)."""
+
+    model_config = STRICT
+
+    prompt: str = Field("", max_length=MAX_TEXT)
+    images: list[str] | None = Field(None, description="base64-encoded images (one per request)")
+    model: str = Field("", max_length=512, description="empty: the loaded model")
+    max_new_tokens: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    do_sample: bool | None = Field(None, description="false: greedy decoding")
+
+
 COMPAT_BODIES: list[type[BaseModel]] = [
     ChatCompletionRequest,
     ResponsesRequest,
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaShowRequest,
+    KoboldGenerateRequest,
 ]

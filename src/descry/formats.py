@@ -92,7 +92,7 @@ def raw_format(data: bytes, name: str = "") -> str | None:
         return "X3F"
     if brand(data) == b"crx ":
         return "CR3"
-    if head[:4] not in _TIFF_HEADERS:
+    if head[:4] not in _TIFF_HEADERS or len(data) < 16:
         return None
     if head[8:10] == b"CR":
         return "CR2"
@@ -137,7 +137,8 @@ def _ifd(data: bytes, at: int, order: str) -> tuple[dict[int, list[int]], int]:
             tags[tag] = []
             continue
         size = struct.calcsize(fmt) * n
-        raw = value[:size] if size <= 4 else data[struct.unpack(order + "I", value)[0] :][:size]
+        start = struct.unpack(order + "I", value)[0]
+        raw = value[:size] if size <= 4 else data[start : start + size]
         tags[tag] = list(struct.unpack(order + fmt * n, raw)) if len(raw) == size else []
     return tags, struct.unpack_from(order + "I", data, end)[0]
 

@@ -200,3 +200,14 @@ async def test_responses_api_as_photoprism_sends_it(settings: Settings) -> None:
         openai_error(refused, 400, "invalid_input")
         openai_error(await client.post("/v1/responses", json={**body, "stream": True}), 400, "invalid_input")
         openai_error(await client.post("/v1/responses", json={**body, "model": "gpt-5-nano"}), 404, "model_not_found")
+
+
+async def test_a_full_queue_answers_429_in_openai_shape(settings: Settings) -> None:
+    config = api_settings(settings, model={"batch_size": 1}, batching={"max_queue": 1, "max_wait_ms": 0})
+    async with serve(config, EchoBackend(delay=0.2)) as (client, _app):
+        body = chat(data_url(jpeg((40, 30))))
+        responses = await asyncio.gather(*(client.post(URL, json=body) for _ in range(8)))
+        refused = [r for r in responses if r.status_code == 429]
+        assert refused and len(refused) < 8, [r.status_code for r in responses]
+        assert all(r.json()["error"]["type"] == "rate_limit_error" and r.headers["Retry-After"] for r in refused)
+        assert {r.status_code for r in responses} <= {200, 429}

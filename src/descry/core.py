@@ -30,7 +30,15 @@ from descry.enrich.enhance import Enhancer
 from descry.enrich.enricher import Enricher
 from descry.errors import describe_error
 from descry.imaging import DecodedImage
-from descry.schemas import CaptionRequest, Enrichment, GenerationParams, ImageRef, ItemError, SourceKind
+from descry.schemas import (
+    CaptionRequest,
+    Enrichment,
+    FieldChange,
+    GenerationParams,
+    ImageRef,
+    ItemError,
+    SourceKind,
+)
 from descry.sinks.pool import SinkPool
 from descry.sources import IMAGE_GLOBS, SourceReader, TrustPolicy, is_s3, is_url, path_ref, upload_ref
 
@@ -42,7 +50,7 @@ class Result:
     """One image's outcome: its Enrichment and where it was delivered, or the error that stopped it.
 
     ``delivery`` maps each sink to None (delivered) or the error message; ``index`` is the image's
-    position in the sources given to ``enrich_many``.
+    position in the sources given to ``enrich_many``; ``changes``: a dry run's report (nothing delivered).
     """
 
     ref: ImageRef
@@ -50,6 +58,7 @@ class Result:
     delivery: dict[str, str | None] = field(default_factory=dict)
     error: ItemError | None = None
     index: int = 0
+    changes: list[FieldChange] | None = None
 
     @property
     def ok(self) -> bool:
@@ -238,6 +247,8 @@ class Descry:
         self, ref: ImageRef, request: CaptionRequest, image: DecodedImage, names: list[str], *, decode_s: float = 0.0
     ) -> Result:
         enrichment = await self.enricher.enrich(ref, request, image, decode_s=decode_s)
+        if request.dry_run:
+            return Result(ref, enrichment, changes=await self.sinks.plan(names, enrichment, ref, policy=request.policy))
         delivery = await self.sinks.deliver(names, enrichment, ref, policy=request.policy)
         return Result(ref, enrichment, delivery)
 

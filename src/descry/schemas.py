@@ -83,6 +83,7 @@ class CaptionRequest(BaseModel):
         default=None,
         description="metadata already there: fill, replace-machine, overwrite or skip; None: the server's setting",
     )
+    dry_run: bool = Field(False, description="caption, then report what each sink would change; write nothing")
 
 
 class Tag(BaseModel):

@@ -165,3 +165,69 @@ async def test_dry_run_changes_no_byte_and_reports_every_field(
     assert {"XMP dc:description[x-default]", "XMP dc:subject"} <= xmp_fields
     assert all(c["before"] is None and c["after"] for c in by_sink["xmp"] if c["field"].startswith("XMP dc:desc"))
     assert [c["field"] for c in by_sink["jsonl"]] == ["result"] * 4
+
+
+def _cli(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The real `descry` command in this process, its model the echo backend, its data dir in tmp_path."""
+    from typer.testing import CliRunner
+
+    from descry.cli import app
+
+    monkeypatch.setattr("descry.core.Engine", lambda s, **kw: Engine(s, backend=EchoBackend()))
+    env = {"DESCRY_DATA_DIR": str(tmp_path / "data"), "DESCRY_DECODE_THREADS": "2"}
+    return CliRunner().invoke(app, args, env=env)
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_one_flag_xmp_and_batch_sink_xmp_leave_the_working_directory_alone(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyexiv2")
+    root = _photos(tmp_path / "photos")
+    originals = {p.name: p.read_bytes() for p in root.iterdir()}
+    result = _cli(["caption", str(root), "--xmp", "-q"], tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in root.glob("*.xmp")) == [f"{name}.xmp" for name in sorted(originals)]
+    assert not list(root.glob("*.txt"))  # --xmp alone: only the XMP
+    assert {p.name: p.read_bytes() for p in root.iterdir() if p.suffix != ".xmp"} == originals
+
+    for sidecar in root.glob("*.xmp"):
+        sidecar.unlink()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    result = _cli(["batch", str(root), "--sink", "xmp", "-q"], tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert not list(cwd.iterdir())  # no results.jsonl dropped in the working directory
+    assert len(list(root.glob("*.xmp"))) == 4
+    assert len(list((tmp_path / "data" / "batches").glob("*.jsonl"))) == 1  # the resume record
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+async def test_api_dry_run_reports_changes_and_the_request_policy_applies(settings: Settings, tmp_path: Path) -> None:
+    pytest.importorskip("pyexiv2")
+    from tests.api_helpers import api_settings, serve
+
+    root = _photos(tmp_path / "photos")
+    (root / "other.txt").write_text("my own words\n")
+    config = api_settings(settings, sources={"allowed_roots": [root]})
+    before = _snapshot(root)
+    photo = str(root / "other.jpg")
+    async with serve(config, EchoBackend()) as (client, _app):
+        body = {"path": photo, "sinks": ["sidecar", "xmp"], "dry_run": True}
+        response = await client.post("/v1/caption", json=body)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        assert data["delivery"] is None
+        changes = {(c["sink"], c["field"]): c for c in data["changes"]}
+        assert changes[("sidecar", "txt sidecar")]["action"] == "keep"
+        assert changes[("xmp", "XMP dc:description[x-default]")]["action"] == "write"
+        assert _snapshot(root) == before  # no byte written
+
+        written = await client.post("/v1/caption", json={"path": photo, "sinks": ["sidecar"], "policy": "overwrite"})
+        assert written.status_code == 200 and written.json()["delivery"] == {"sidecar": None}
+        assert (root / "other.txt").read_text() != "my own words\n"
+
+        job = await client.post("/v1/jobs", json={"sources": [photo], "dry_run": True})
+        assert job.status_code == 400 and job.json()["error"]["code"] == "invalid_input", job.text
+        assert "dry run" in job.json()["error"]["message"]

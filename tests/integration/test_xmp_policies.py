@@ -102,6 +102,7 @@ async def test_a_person_s_caption_survives_an_embedded_run(tmp_path: Path, polic
     if policy == "replace-machine":
         assert _as_list(meta["XMP-dc:Subject"]) == ["paris", "tower", "sunset"]
         assert _as_list(meta["IPTC:Keywords"]) == ["paris", "tower", "sunset"]
+        assert _as_list(meta["XMP-lr:HierarchicalSubject"]) == ["tower", "sunset"]  # Lightroom, digiKam, Immich
     else:  # fill: a keyword list that has keywords is left as it is
         assert _as_list(meta["XMP-dc:Subject"]) == ["paris"]
 

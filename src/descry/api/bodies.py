@@ -11,9 +11,11 @@ from descry.schemas import (
     CaptionRequest,
     Detail,
     Enrichment,
+    FieldChange,
     GenerationParams,
     ImageInfo,
     ImageRef,
+    MetadataPolicy,
     SourceKind,
     Tag,
 )
@@ -43,6 +45,10 @@ class CaptionOptions(BaseModel):
         "is set, else none",
     )
     params: GenerationParams = Field(default_factory=GenerationParams)
+    policy: MetadataPolicy | None = Field(
+        None, description="metadata already there: fill, replace-machine, overwrite or skip; null: the server's"
+    )
+    dry_run: bool = Field(False, description="report in `changes` what each sink would change; write nothing")
 
     def to_request(self) -> CaptionRequest:
         params = self.params
@@ -58,6 +64,8 @@ class CaptionOptions(BaseModel):
             language=self.language,
             asset_id=self.asset_id,
             sinks=self.sinks,
+            policy=self.policy,
+            dry_run=self.dry_run,
         )
 
 
@@ -138,6 +146,7 @@ class CaptionResponse(BaseModel):
     delivery: dict[str, str | None] | None = Field(
         None, description="sink -> error message, or null when delivered"
     )
+    changes: list[FieldChange] | None = Field(None, description="dry_run: what each sink would change, per field")
     request_id: str | None = None
 
     @classmethod
@@ -148,6 +157,7 @@ class CaptionResponse(BaseModel):
         backend: str,
         request_id: str | None,
         delivery: dict[str, str | None] | None,
+        changes: list[FieldChange] | None = None,
     ) -> CaptionResponse:
         return cls(
             name=enrichment.name,
@@ -168,6 +178,7 @@ class CaptionResponse(BaseModel):
             image=enrichment.image,
             timings=enrichment.timings,
             delivery=delivery if delivery else None,
+            changes=changes,
             request_id=request_id,
         )
 

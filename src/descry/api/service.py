@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from descry.api.metrics import ApiMetrics
 from descry.core import Descry
 from descry.errors import Overloaded, describe_error
-from descry.schemas import CaptionRequest, Enrichment, ImageRef, ItemError
+from descry.schemas import CaptionRequest, Enrichment, FieldChange, ImageRef, ItemError
 from descry.sinks.pool import SinkPool
 
 log = logging.getLogger("descry.api")
@@ -23,6 +23,7 @@ log = logging.getLogger("descry.api")
 class Captioned:
     enrichment: Enrichment
     delivery: dict[str, str | None] = field(default_factory=dict)
+    changes: list[FieldChange] | None = None  # a dry run's report
 
 
 class CaptionService:
@@ -52,7 +53,7 @@ class CaptionService:
             if error:
                 self.metrics.failure("delivery_failed")
                 log.warning("delivery to %s failed for %s: %s", sink, ref.name, error)
-        return Captioned(result.enrichment, result.delivery)
+        return Captioned(result.enrichment, result.delivery, result.changes)
 
     async def caption_many(
         self, items: list[tuple[ImageRef, CaptionRequest]], *, retry_overloaded: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,30 +25,40 @@ from descry.cli.options import (
     LanguageOpt,
     MaxTokensOpt,
     ModelOpt,
+    PolicyOpt,
     PromptOpt,
     QuietOpt,
     RecursiveOpt,
     TaskOpt,
     build_settings,
     fail,
+    metadata_settings,
 )
+from descry.config import Settings
 from descry.errors import DescryError
-from descry.schemas import CaptionRequest, GenerationParams
+from descry.schemas import CaptionRequest, GenerationParams, ImageRef, MetadataPolicy
 from descry.sources import IMAGE_GLOBS, expand
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-    from descry.batch import BatchResult
+    from descry.batch import BatchOutput, BatchResult
     from descry.runner import ResultHook
+
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="*.jsonl or *.parquet (default results.jsonl; with --sink: in the data dir)"),
+]
 
 
 def batch(
     inputs: Annotated[list[str], typer.Argument(help="folders, image files or s3:// prefixes")],
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster)")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster, e.g. ray://head:10001 or auto")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="*.jsonl or *.parquet")] = Path("results.jsonl"),
+    output: OutputOpt = None,
     sink: Annotated[list[str] | None, typer.Option("--sink", help="also deliver here (repeatable)")] = None,
+    policy: PolicyOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -68,22 +79,14 @@ def batch(
     quiet: QuietOpt = False,
 ) -> None:
     """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
-    from descry.batch import BatchOutput, EngineName, RayOptions, run_batch
-    from descry.sinks.pool import SinkPool
+    from descry.batch import EngineName, RayOptions, run_batch
 
     err = stderr_console()
     quiet_output(terminal=err.is_terminal)
     _check_engine(engine, {"--address": address, "--replicas": replicas, "--gpus-per-replica": gpus_per_replica})
-    try:
-        settings = build_settings(
-            name=model, backend=backend, base_url=base_url, device=device, dtype=dtype, batch_size=batch_size
-        )
-        refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
-        out = BatchOutput(output)
-        # the one rule: --sink names, else DESCRY_SINKS__DEFAULT when set, else none besides the output
-        names = SinkPool(settings, face_default=[]).names_for(sink, in_reply=False)
-    except DescryError as exc:
-        raise fail(exc) from exc
+    flags: dict[str, Any] = {"name": model, "backend": backend, "base_url": base_url, "device": device}
+    flags.update(dtype=dtype, batch_size=batch_size)
+    settings, refs, names, out = _prepare(inputs, recursive, glob, output, sink, policy, flags)
     if not refs:
         err.print("[yellow]no images found[/yellow] (check the path and --glob)")
         raise typer.Exit(1)
@@ -99,8 +102,41 @@ def batch(
     result.summary.failures.extend(result.delivery_failures)
     report_summary(err, result.summary)
     if err.is_terminal:
-        err.print(f"results in {escape(str(output))}")
+        err.print(f"results in {escape(str(out.path))}")
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _prepare(
+    inputs: list[str],
+    recursive: bool,
+    glob: list[str] | None,
+    output: Path | None,
+    sink: list[str] | None,
+    policy: MetadataPolicy | None,
+    model_flags: dict[str, Any],
+) -> tuple[Settings, list[ImageRef], list[str], BatchOutput]:
+    """Settings, images, sinks by the one rule (--sink, else DESCRY_SINKS__DEFAULT when set, else none
+    besides the output) and the output file; a mistake is exit 2."""
+    from descry.batch import BatchOutput
+    from descry.sinks.pool import SinkPool
+
+    try:
+        settings = metadata_settings(build_settings(**model_flags), policy=policy, embed=False)
+        refs = expand(inputs, recursive=recursive, globs=glob or IMAGE_GLOBS, settings=settings.sources)
+        names = SinkPool(settings, face_default=[]).names_for(sink, in_reply=False)
+        return settings, refs, names, BatchOutput(output or default_output(settings, inputs, names))
+    except DescryError as exc:
+        raise fail(exc) from exc
+
+
+def default_output(settings: Settings, inputs: list[str], sinks: list[str]) -> Path:
+    """Without ``-o``: ``results.jsonl`` here, unless the results go to sinks (``--sink xmp``), when the
+    resume record is kept in the data directory instead (one per set of inputs and sinks), so nothing
+    lands in the working directory unasked."""
+    if not sinks:
+        return Path("results.jsonl")
+    key = "\0".join([*sorted(str(Path(i).resolve()) if "://" not in i else i for i in inputs), "", *sorted(sinks)])
+    return settings.data_dir / "batches" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
 
 def _check_engine(engine: str, ray_only: dict[str, object]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from descry.config import Settings
 from descry.core import Descry
+from descry.errors import InputError
 from descry.jobs.inputs import ItemInput
 from descry.jobs.store import SqlJobStore, submit_uploads
 from descry.jobs.worker import Deliver, Worker, WorkerStats
@@ -69,6 +70,11 @@ class JobService:
         and stored with it; an unknown sink is an InputError (400) before anything is stored.
         """
         sinks = self.sinks.names_for(request.sinks, asset_id=request.asset_id, in_reply=False)
+        if request.dry_run or request.policy is not None:
+            raise InputError(
+                "a job delivers with the server's metadata policy and cannot be a dry run",
+                hint="leave policy and dry_run out (the server's DESCRY_SINKS__POLICY applies), or use /v1/caption",
+            )
         if self.descry is not None:  # e.g. a language the model cannot write: refused before anything is stored
             self.descry.enricher.check(request)
         request = request.model_copy(update={"sinks": sinks})

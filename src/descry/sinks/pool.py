@@ -16,7 +16,7 @@ from pathlib import Path
 
 from descry.config import Settings
 from descry.errors import InputError
-from descry.schemas import Enrichment, ImageRef, MetadataPolicy
+from descry.schemas import Enrichment, FieldChange, ImageRef, MetadataPolicy
 from descry.sinks.base import Sink, close_sinks, deliver_all, sink_done, start_sinks
 from descry.sinks.registry import build_sinks, configured_network_sinks, known_sinks, normalise
 
@@ -173,6 +173,21 @@ class SinkPool:
             return any(votes) if effective == "skip" else all(votes)
 
         return await asyncio.to_thread(lambda: [kept(ref) for ref in refs])
+
+    async def plan(
+        self, names: Sequence[str], enrichment: Enrichment, ref: ImageRef, *, policy: MetadataPolicy | None = None
+    ) -> list[FieldChange]:
+        """A dry run: what each named sink would change (a sink that cannot say: that it would get the
+        result); nothing is written or sent."""
+        changes: list[FieldChange] = []
+        for name, sink in zip(self.check(names), await self.get(names), strict=True):
+            plan = getattr(sink, "plan", None)
+            if plan is None:
+                what = FieldChange(sink=name, file="", field="result", after=enrichment.caption, action="write")
+                changes.append(what)
+            else:
+                changes += await asyncio.to_thread(plan, enrichment, ref, policy)
+        return changes
 
     async def close(self) -> None:
         sinks = list({id(s): s for s in self._sinks.values()}.values())

@@ -46,6 +46,12 @@ IIM_CAPTION = "Iptc.Application2.Caption"
 IIM_KEYWORDS = "Iptc.Application2.Keywords"
 EXIF_DESCRIPTION = "Exif.Image.ImageDescription"
 ANY_CAPTION = "caption"  # a fallback's key: any caption the image holds, descry's own included (for skip)
+# keyword lists: dc:subject (everyone) and lr:hierarchicalSubject (Lightroom, digiKam, Immich read it)
+# with, for each, where descry records the keywords it added itself
+KEYWORD_FIELDS = {
+    "Xmp.dc.subject": ("XMP dc:subject", MACHINE_KEYWORDS),
+    "Xmp.lr.hierarchicalSubject": ("XMP lr:hierarchicalSubject", f"Xmp.{DESCRY_PREFIX}.MachineHierarchicalSubject"),
+}
 _HISTORY = re.compile(r"^Xmp\.xmpMM\.History\[(\d+)\]")
 
 
@@ -295,14 +301,17 @@ def _alt_text_field(planner: _Planner, enrichment: Enrichment) -> bool:
 
 def _keyword_fields(planner: _Planner, tags: list[str], iptc: dict[str, Any] | None) -> None:
     """Keywords: a person's are never removed; ``fill`` adds none to a list that has some."""
+    for key, (label, record) in KEYWORD_FIELDS.items():
+        existing = _as_list(planner.xmp.get(key))
+        keep = planner.policy == "fill" and bool(existing)
+        if keep:
+            planner.note(label, existing, existing, False)
+            continue
+        keywords, added = merge_keywords(existing, _as_list(planner.xmp.get(record)), tags)
+        planner.note(label, existing, keywords, True)
+        planner.changes.xmp.update(_bag(key, keywords))
+        planner.changes.xmp.update(_bag(record, added))
     previous = _as_list(planner.xmp.get(MACHINE_KEYWORDS))
-    existing = _as_list(planner.xmp.get("Xmp.dc.subject"))
-    keep = planner.policy == "fill" and bool(existing)
-    keywords, added = (existing, previous) if keep else merge_keywords(existing, previous, tags)
-    planner.note("XMP dc:subject", existing, keywords, not keep)
-    if not keep:
-        planner.changes.xmp.update(_bag("Xmp.dc.subject", keywords))
-        planner.changes.xmp.update(_bag(MACHINE_KEYWORDS, added))
     if iptc is None:
         return
     old = _as_list(iptc.get(IIM_KEYWORDS))

@@ -67,8 +67,9 @@ async def caption(
             options = parse_model(CaptionOptions, form_fields(form, CaptionOptions, skip={"file"}))
             caption_request = options.to_request()
     done = await service.caption(ref, caption_request)
+    backend = service.backend_name
     return CaptionResponse.build(
-        done.enrichment, backend=service.backend_name, request_id=request_id, delivery=done.delivery
+        done.enrichment, backend=backend, request_id=request_id, delivery=done.delivery, changes=done.changes
     )
 
 
@@ -117,6 +118,7 @@ async def caption_batch(
                 backend=service.backend_name,
                 request_id=request_id,
                 delivery=outcome.delivery,
+                changes=outcome.changes,
             )
             results.append(BatchItemResult(index=index, name=ref.name, ok=True, result=result))
     failed = sum(1 for r in results if not r.ok)

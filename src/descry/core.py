@@ -225,15 +225,17 @@ class Descry:
         source: Source,
         prompt: str | None = None,
         *,
+        task: str | None = None,
         params: GenerationParams | None = None,
         options: dict[str, Any] | None = None,
     ) -> Generation:
-        """One image and a prompt straight through the engine's batcher, without the caption agent,
-        tags or sinks (what a chat-style caller asks for); raises the image's error."""
+        """One image and a prompt (or a task) straight through the engine's batcher, without the caption
+        agent, tags or sinks (what a chat-style caller asks for); raises the image's error."""
         ref = self.ref_for(source)
         image, decode_s = await self._decode(ref)
         await self._ensure_model()
-        item = Prompted(image.image, prompt=prompt, params=params or GenerationParams(), options=dict(options or {}))
+        params = params or GenerationParams()
+        item = Prompted(image.image, prompt=prompt, task=task, params=params, options=dict(options or {}))
         generation = await self.engine.generate(item)
         generation.timings["decode_s"] = decode_s
         return generation

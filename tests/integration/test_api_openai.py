@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from descry.api.security import hash_key
+from descry.backends.base import Capabilities
 from descry.config import ApiKey, Settings
 from tests.api_helpers import api_settings, jpeg, serve
 from tests.fakes.echo_backend import EchoBackend
@@ -211,3 +212,25 @@ async def test_a_full_queue_answers_429_in_openai_shape(settings: Settings) -> N
         assert refused and len(refused) < 8, [r.status_code for r in responses]
         assert all(r.json()["error"]["type"] == "rate_limit_error" and r.headers["Retry-After"] for r in refused)
         assert {r.status_code for r in responses} <= {200, 429}
+
+
+class TaskBackend(EchoBackend):
+    """Like Florence-2: task tokens, no free-text prompt; answers with the task it ran."""
+
+    capabilities = Capabilities(prompt=False, tasks=frozenset({"<CAPTION>", "<OCR>"}), default_task="<CAPTION>")
+
+    def forward(self, batch: Any) -> Any:
+        self.batches.append(len(batch))
+        return [f"ran {item.task or 'default'} prompt={item.prompt}" for item in batch]
+
+
+async def test_a_task_model_runs_the_named_task_and_drops_other_text(settings: Settings) -> None:
+    async with serve(api_settings(settings), TaskBackend()) as (client, _app):
+        image = data_url(jpeg((40, 30)))
+        named = await client.post(URL, json=chat(image, text="<OCR>"))
+        assert named.json()["choices"][0]["message"]["content"] == "ran <OCR> prompt=None"
+        other = await client.post(URL, json=chat(image, text="what is this?"))
+        assert other.json()["choices"][0]["message"]["content"] == "ran default prompt=None"
+        repeated = chat(image, text="<OCR>")
+        repeated["messages"] += [{"role": "assistant", "content": "x"}, repeated["messages"][0]]
+        assert (await client.post(URL, json=repeated)).status_code == 200  # the same image twice is one image

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from descry.api.jsonbody import INLINE_BYTES, max_entries, max_json_bytes, parse
 from descry.api.service import CaptionService
+from descry.backends.base import Capabilities
 from descry.config import Settings
 from descry.errors import ImageTooLarge, InputError, PayloadTooLarge, UnknownModel
 from descry.schemas import CaptionRequest, GenerationParams, ImageRef, SourceKind
@@ -138,11 +139,10 @@ async def the_image(ask: Ask, settings: Settings) -> ImageRef:
     """The request's one image (decoded from base64 off the event loop when it is large)."""
     if not ask.images:
         raise InputError("descry answers about an image; this request has none", hint="add one image to a user message")
-    if len(ask.images) > 1:
-        raise InputError(
-            f"{len(ask.images)} images in one request; descry takes one", hint="send one request per image"
-        )
-    value, limit = ask.images[0], settings.limits.max_bytes
+    images = list(dict.fromkeys(ask.images))  # a conversation may repeat its image in later turns
+    if len(images) > 1:
+        raise InputError(f"{len(images)} images in one request; descry takes one", hint="send one request per image")
+    value, limit = images[0], settings.limits.max_bytes
     if not isinstance(value, str) or not value:
         raise InputError("an image must be a non-empty string", source="image-0")
     if len(value) > THREAD_BYTES:
@@ -168,13 +168,23 @@ async def answer(service: CaptionService, ask: Ask, settings: Settings) -> Answe
         result = await _caption(service, ref, ask)
     else:
         options = {"response_format": ask.json_format} if ask.json_format else {}
-        gen = await service.descry.generate(ref, ask.prompt(), params=ask.params, options=options)
+        prompt, task = _prompt_or_task(ask, backend.capabilities)
+        gen = await service.descry.generate(ref, prompt, task=task, params=ask.params, options=options)
         service.metrics.image_done()
         text, stopped = cut_at_stop(gen.text, ask.stop)
         reason = "stop" if stopped or gen.finish_reason != "length" else "length"
         result = Answer(text, mode, gen.prompt_tokens, gen.output_tokens, reason)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _prompt_or_task(ask: Ask, caps: Capabilities) -> tuple[str | None, str | None]:
+    """The prompt, or for a model that takes task tokens instead (Florence-2) the task the user's text
+    names; other text is not sent to such a model, which then runs its default task."""
+    if caps.prompt:
+        return ask.prompt(), None
+    text = ask.user_text.strip()
+    return None, text if text in caps.tasks else None
 
 
 def _can_json(mode: Mode, structured: bool) -> bool:

@@ -26,6 +26,7 @@ from tests.tiny.hf_vlm import build_tiny_idefics3, build_tiny_llava, build_tiny_
 from tests.tiny.vlm_classic import build_tiny_llava_next, build_tiny_mllama, build_tiny_paligemma2  # noqa: E402
 from tests.tiny.vlm_families import (  # noqa: E402
     build_tiny_gemma3,
+    build_tiny_gemma4,
     build_tiny_qwen2_vl,
     build_tiny_qwen3_vl,
     build_tiny_qwen3_vl_moe,
@@ -36,6 +37,7 @@ from tests.tiny.vlm_tiled import build_tiny_internvl, build_tiny_llava_onevision
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "aya_vision": build_tiny_aya_vision,
     "gemma3": build_tiny_gemma3,
+    "gemma4": build_tiny_gemma4,
     "idefics3": build_tiny_idefics3,
     "internvl": build_tiny_internvl,
     "llava": build_tiny_llava,
@@ -61,6 +63,7 @@ VIDEO_FAMILIES = {
     "internvl": "InternVLProcessor",
     "smolvlm": "SmolVLMProcessor",
     "llava_onevision": "LlavaOnevisionProcessor",
+    "gemma4": "Gemma4Processor",
 }
 
 
@@ -113,13 +116,16 @@ def reference_processor(path: Path) -> Any:
                 return type(argument)
             return super().check_argument_for_proper_class(argument_name, argument)
 
-    named = set(inspect.signature(stock.__init__).parameters) - {"self", "image_processor", "tokenizer"}
+    parts = {"image_processor", "tokenizer", "video_processor", "feature_extractor"}
+    named = set(inspect.signature(stock.__init__).parameters) - {"self", *parts}
     settings = {k: v for k, v in _json(path / "processor_config.json").items() if k in named}
     video = {
         k: v
         for k, v in _json(path / "video_preprocessor_config.json").items()
         if k not in {"video_processor_type", "processor_class"}
     }
+    if "feature_extractor" in inspect.signature(stock.__init__).parameters:
+        settings["feature_extractor"] = transformers.AutoFeatureExtractor.from_pretrained(path)
     template = path / "chat_template.jinja"
     return Reference(
         image_processor=transformers.AutoImageProcessor.from_pretrained(path),

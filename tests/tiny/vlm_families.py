@@ -207,3 +207,108 @@ def build_tiny_qwen3_vl(path: Path) -> Path:
 def build_tiny_qwen3_vl_moe(path: Path) -> Path:
     """Qwen3-VL MoE (the 30B-A3B architecture): four experts, two per token."""
     return _qwen3_vl(path, moe=True)
+
+
+GEMMA4_TEMPLATE = (
+    "{{ bos_token }}{%- for message in messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<|turn>' + role + '\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '\n\n<|image|>\n\n' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{ '<turn|>\n' }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|turn>model\n' }}{%- endif -%}"
+)
+GEMMA4_SPECIALS = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<|turn>",
+    "<turn|>",
+    "<|image>",
+    "<image|>",
+    "<|image|>",
+    "<|audio>",
+    "<audio|>",
+    "<|audio|>",
+    "<|video|>",
+]
+
+
+def build_tiny_gemma4(path: Path) -> Path:
+    """Gemma 4: 4 px patches pooled 3x3, at most 70 soft tokens an image (aspect kept), per-layer embeddings."""
+    from transformers import (
+        Gemma4AudioFeatureExtractor,
+        Gemma4Config,
+        Gemma4ForConditionalGeneration,
+        Gemma4ImageProcessorPil,
+    )
+
+    from descry.backends.hf_processors import image_only_processor_class, still_video_processor
+
+    tokenizer = fast_tokenizer(
+        GEMMA4_SPECIALS,
+        "metaspace",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        extra_special_tokens={
+            "boi_token": "<|image>",
+            "eoi_token": "<image|>",
+            "image_token": "<|image|>",
+            "boa_token": "<|audio>",
+            "eoa_token": "<audio|>",
+            "audio_token": "<|audio|>",
+        },
+    )
+    tok = ids(tokenizer, *GEMMA4_SPECIALS)
+    image_processor = Gemma4ImageProcessorPil(patch_size=4, max_soft_tokens=70, pooling_kernel_size=3)
+    config = Gemma4Config(
+        text_config={
+            **TEXT,
+            "vocab_size": len(tokenizer),
+            "vocab_size_per_layer_input": len(tokenizer),
+            "hidden_size_per_layer_input": 8,
+            "sliding_window": 64,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "global_head_dim": 16,
+            "bos_token_id": tok["<bos>"],
+            "eos_token_id": tok["<eos>"],
+            "pad_token_id": tok["<pad>"],
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "patch_size": 4,
+            "pooling_kernel_size": 3,
+            "position_embedding_size": 256,
+        },
+        audio_config=None,
+        boi_token_id=tok["<|image>"],
+        eoi_token_id=tok["<image|>"],
+        image_token_id=tok["<|image|>"],
+        video_token_id=tok["<|video|>"],
+        boa_token_id=tok["<|audio>"],
+        eoa_token_index=tok["<audio|>"],
+        audio_token_id=tok["<|audio|>"],
+    )
+    model = scaled(Gemma4ForConditionalGeneration(config), factor=20.0)
+    processor = image_only_processor_class("gemma4")(
+        Gemma4AudioFeatureExtractor(),
+        image_processor,
+        tokenizer,
+        still_video_processor(),
+        chat_template=GEMMA4_TEMPLATE,
+        image_seq_length=70,
+    )
+    generation = {"eos_token_id": [tok["<eos>"], tok["<turn|>"]], "pad_token_id": tok["<pad>"]}
+    video = {"video_processor_type": "Gemma4VideoProcessor", "processor_class": "Gemma4Processor"}
+    return finish(path, model, processor, processor_class="Gemma4Processor", generation=generation, video=video)

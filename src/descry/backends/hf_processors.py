@@ -1,6 +1,6 @@
 """Image-only processors: a family's own processor, with a video processor that needs no torchvision.
 
-The stock processors of Qwen2/2.5/3-VL, InternVL, SmolVLM2 and LLaVA-OneVision load a video processor,
+The stock processors of Qwen2/2.5/3-VL, InternVL, SmolVLM2, LLaVA-OneVision and Gemma 4 load a video processor,
 and every video processor in transformers needs torchvision. descry captions images, so it gives these
 processors a *still* video processor instead: transformers' base class, holding the checkpoint's video
 settings (SmolVLM's chat template reads ``num_frames``) but never asked to process a video. The
@@ -27,6 +27,7 @@ VIDEO_PROCESSORS = {
     "internvl": "InternVLProcessor",
     "smolvlm": "SmolVLMProcessor",
     "llava_onevision": "LlavaOnevisionProcessor",
+    "gemma4": "Gemma4Processor",
 }
 
 # model types whose stock processor is PixtralProcessor, which transformers gates behind torchvision
@@ -81,6 +82,7 @@ class ImageOnly:
         parts = {
             "tokenizer": lambda: transformers.AutoTokenizer.from_pretrained(source, **kwargs),
             "image_processor": lambda: transformers.AutoImageProcessor.from_pretrained(source, **kwargs),
+            "feature_extractor": lambda: transformers.AutoFeatureExtractor.from_pretrained(source, **kwargs),
             "video_processor": lambda: still_video_processor(source, **kwargs),
         }
         return [parts[name]() for name in cls.get_attributes()]  # type: ignore[attr-defined]

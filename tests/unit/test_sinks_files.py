@@ -117,7 +117,8 @@ async def test_disk_full_leaves_nothing_partial(tmp_path: Path, monkeypatch: pyt
     target.write_text("previous caption")
     _fail_writes_in(tmp_path, monkeypatch, errno.ENOSPC)
     with pytest.raises(OutputError, match="disk is full"):
-        await SidecarSink("txt", policy="overwrite").deliver(_enrichment("x" * 10_000), _path_ref(tmp_path / "photo.jpg"))
+        sink = SidecarSink("txt", policy="overwrite")  # the file there is not descry's
+        await sink.deliver(_enrichment("x" * 10_000), _path_ref(tmp_path / "photo.jpg"))
     assert target.read_text() == "previous caption"
     assert _no_temp_files(tmp_path)
 

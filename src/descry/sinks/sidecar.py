@@ -119,7 +119,10 @@ class SidecarSink:
         return path
 
     async def deliver(self, enrichment: Enrichment, ref: ImageRef, *, policy: MetadataPolicy | None = None) -> None:
-        await asyncio.to_thread(self.write, enrichment, ref, policy)
+        if policy is None:
+            await asyncio.to_thread(self.write, enrichment, ref)
+        else:
+            await asyncio.to_thread(self.write, enrichment, ref, policy)
 
     def done(self, ref: ImageRef) -> bool:
         """The sidecar exists and is not blank (an image that has no place for one is never done)."""

@@ -76,7 +76,10 @@ class XmpSink:
     # -- the Sink contract ----------------------------------------------------------------
 
     async def deliver(self, enrichment: Enrichment, ref: ImageRef, *, policy: MetadataPolicy | None = None) -> None:
-        await asyncio.to_thread(self.write, enrichment, ref, policy)
+        if policy is None:
+            await asyncio.to_thread(self.write, enrichment, ref)
+        else:
+            await asyncio.to_thread(self.write, enrichment, ref, policy)
 
     async def close(self) -> None:
         return None

@@ -2,7 +2,7 @@
 
 Pillow decodes AVIF itself (its wheels bundle libavif). HEIC/HEIF needs pillow-heif (a base
 dependency), whose opener is registered the first time a HEIF file is decoded, never at import.
-Camera RAW needs rawpy (``pip install "descry[raw]"``): the caption is made from the embedded
+Camera RAW needs rawpy (the ``raw`` extra): the caption is made from the embedded
 JPEG preview when it is large enough, else from a fast half-size demosaic; either way upright.
 
 What a file is comes from its bytes; its name only says whether its metadata belongs in a
@@ -30,8 +30,9 @@ RAW_EXTENSIONS = frozenset(
 RAW_GLOBS = tuple(f"*{ext}" for ext in sorted(RAW_EXTENSIONS))
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 AVIF_BRANDS = frozenset({b"avif", b"avis"})
-HEIF_INSTALL = "pip install pillow-heif"
-RAW_INSTALL = 'pip install "descry[raw]"'
+# the commands the project's own install uses (as MissingDependency says them)
+HEIF_INSTALL = "pip install -c constraints.txt pillow-heif"
+RAW_INSTALL = 'pip install -c constraints.txt -e ".[raw]"'
 AVIF_INSTALL = "pip install -U pillow"
 # LibRaw's flip (0, 3, 5, 6) as the turn that makes the image upright
 _FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}

@@ -15,7 +15,7 @@ from PIL import Image
 
 from descry import formats
 from descry.config import ImageLimits
-from descry.errors import CorruptImage, ImageTooLarge, UnsupportedFormat
+from descry.errors import CorruptImage, ImageTooLarge, MissingDependency, UnsupportedFormat
 from descry.imaging import decode, is_raw
 from descry.sources import walk_directory
 from tests.fakes.dng import make_dng
@@ -143,7 +143,11 @@ def test_missing_raw_decoder_is_one_line_with_the_pip_command(monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "rawpy", None)  # import rawpy now raises ImportError
     with pytest.raises(UnsupportedFormat) as info:
         decode(make_dng(), "DSC_0001.dng", LIMITS)
-    assert info.value.hint == formats.RAW_INSTALL == 'pip install "descry[raw]"'
+    assert (
+        info.value.hint
+        == formats.RAW_INSTALL
+        == str(MissingDependency("rawpy", "raw").hint).removeprefix("install it with: ")
+    )
     assert "DNG" in info.value.message and "\n" not in str(info.value)
 
 

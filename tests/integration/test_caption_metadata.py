@@ -167,13 +167,13 @@ async def test_dry_run_changes_no_byte_and_reports_every_field(
     assert [c["field"] for c in by_sink["jsonl"]] == ["result"] * 4
 
 
-def _cli(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _cli(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: EchoBackend | None = None) -> Any:
     """The real `descry` command in this process, its model the echo backend, its data dir in tmp_path."""
     from typer.testing import CliRunner
 
     from descry.cli import app
 
-    monkeypatch.setattr("descry.core.Engine", lambda s, **kw: Engine(s, backend=EchoBackend()))
+    monkeypatch.setattr("descry.core.Engine", lambda s, **kw: Engine(s, backend=model or EchoBackend()))
     env = {"DESCRY_DATA_DIR": str(tmp_path / "data"), "DESCRY_DECODE_THREADS": "2"}
     return CliRunner().invoke(app, args, env=env)
 
@@ -231,3 +231,22 @@ async def test_api_dry_run_reports_changes_and_the_request_policy_applies(settin
         job = await client.post("/v1/jobs", json={"sources": [photo], "dry_run": True})
         assert job.status_code == 400 and job.json()["error"]["code"] == "invalid_input", job.text
         assert "dry run" in job.json()["error"]["message"]
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_batch_policy_skip_leaves_captioned_images_alone_before_the_model(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyexiv2")
+    import subprocess
+
+    root = _photos(tmp_path / "photos")
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", "-IPTC:Caption-Abstract=Ann's own words", str(root / "photo.jpg")],
+        check=True,
+    )
+    model = WidthsSeen()
+    result = _cli(["batch", str(root), "--sink", "xmp", "--policy", "skip", "-q"], tmp_path, monkeypatch, model)
+    assert result.exit_code == 0, result.output
+    assert 40 not in model.widths and {50, 60, 70} <= model.widths  # photo.jpg never reached the model
+    assert sorted(p.name for p in root.glob("*.xmp")) == ["other.jpg.xmp", "photo.png.xmp", "photo.webp.xmp"]

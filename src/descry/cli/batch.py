@@ -79,7 +79,8 @@ def batch(
     quiet: QuietOpt = False,
 ) -> None:
     """Enrich a folder or bucket into one JSONL or Parquet file; a second run skips what is done."""
-    from descry.batch import EngineName, RayOptions, run_batch
+    from descry.batch import BatchResult, EngineName, RayOptions, run_batch
+    from descry.runner import RunSummary
 
     err = stderr_console()
     quiet_output(terminal=err.is_terminal)
@@ -87,7 +88,9 @@ def batch(
     flags: dict[str, Any] = {"name": model, "backend": backend, "base_url": base_url, "device": device}
     flags.update(dtype=dtype, batch_size=batch_size)
     settings, refs, names, out = _prepare(inputs, recursive, glob, output, sink, policy, flags)
-    if not refs:
+    found = len(refs)
+    refs, left_alone = _left_alone(settings, names, refs)
+    if not found:
         err.print("[yellow]no images found[/yellow] (check the path and --glob)")
         raise typer.Exit(1)
     params = GenerationParams(max_new_tokens=max_tokens)
@@ -98,7 +101,8 @@ def batch(
     def work(hook: ResultHook | None) -> Coroutine[Any, Any, BatchResult]:
         return run_batch(settings, request, refs, out, sinks=names, engine=engine_name, ray=options, on_result=hook)
 
-    result = _with_progress(err, not quiet, work)
+    result = _with_progress(err, not quiet, work) if refs else BatchResult(RunSummary())
+    result.summary.total, result.summary.skipped = found, result.summary.skipped + left_alone
     result.summary.failures.extend(result.delivery_failures)
     report_summary(err, result.summary)
     if err.is_terminal:
@@ -127,6 +131,25 @@ def _prepare(
         return settings, refs, names, BatchOutput(output or default_output(settings, inputs, names))
     except DescryError as exc:
         raise fail(exc) from exc
+
+
+def _left_alone(settings: Settings, names: list[str], refs: list[ImageRef]) -> tuple[list[ImageRef], int]:
+    """Under ``--policy skip``, images that already have a caption are not captioned at all: the rest,
+    and how many were left alone."""
+    from descry.sinks.pool import SinkPool
+
+    if settings.sinks.policy != "skip" or not names:
+        return refs, 0
+
+    async def ask() -> list[bool]:
+        pool = SinkPool(settings, face_default=[])
+        try:
+            return await pool.kept_many(names, refs)
+        finally:
+            await pool.close()
+
+    kept = asyncio.run(ask())
+    return [ref for ref, keep in zip(refs, kept, strict=True) if not keep], sum(kept)
 
 
 def default_output(settings: Settings, inputs: list[str], sinks: list[str]) -> Path:

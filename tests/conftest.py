@@ -47,6 +47,15 @@ def user_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
+@pytest.fixture(autouse=True)
+def fp32_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """In-process tests run ``--dtype auto`` as on a CPU without native bf16, so the fp32 references hold on
+    any machine; tests/unit/test_cpu_features.py and tests/integration/test_dtype_auto.py cover bf16."""
+    from descry import cpu_features
+
+    monkeypatch.setattr(cpu_features, "CPUINFO", tmp_path_factory.getbasetemp() / "no-cpuinfo")
+
+
 @pytest.fixture
 def make_image() -> Callable[..., bytes]:
     return image_bytes

@@ -243,6 +243,7 @@ class HealthResponse(BaseModel):
     ok: bool
     backend: str
     device: str
+    dtype: str | None = None  # the loaded model's arithmetic (bfloat16, float32, ...); None before it loads
     model: str
     model_status: str
     load_seconds: float | None = None

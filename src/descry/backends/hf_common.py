@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from descry.backends.base import Backend, BackendOptions, ModelSpec
+from descry.backends.beam_cache import skip_cross_attention_reorder
 from descry.backends.vision_attention import fuse_vision_attention
+from descry.cpu_features import cpu_precision
 from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory, require
 from descry.schemas import GenerationParams
 
@@ -37,8 +39,9 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def resolve_dtype(requested: str, device: str) -> Any:
-    """'auto' is bf16 on CUDA that supports it, fp16 on other CUDA and MPS, fp32 on CPU."""
+def resolve_dtype(requested: str, device: str, quantization: str = "none") -> Any:
+    """'auto' is bf16 on CUDA that supports it, fp16 on other CUDA and MPS, and on a CPU bf16 where it
+    has AMX or AVX512-BF16, else fp32 (``descry.cpu_features``)."""
     torch = require("torch")
     if requested != "auto":
         return getattr(torch, requested)
@@ -46,7 +49,7 @@ def resolve_dtype(requested: str, device: str) -> Any:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "mps":
         return torch.float16
-    return torch.float32
+    return getattr(torch, cpu_precision("auto", quantization=quantization).dtype)
 
 
 ATTENTION_CHOICES = ("eager", "flash_attention_2", "sdpa")
@@ -103,7 +106,7 @@ class Placement:
 def placement(spec: ModelSpec) -> Placement:
     """Resolve the spec's device, dtype and quantization once, before loading."""
     device = resolve_device(spec.device)
-    return Placement(device, resolve_dtype(spec.dtype, device), quantization_config(spec, device))
+    return Placement(device, resolve_dtype(spec.dtype, device, spec.quantization), quantization_config(spec, device))
 
 
 def finish_loading(model: Any, spec: ModelSpec, where: Placement) -> Any:
@@ -117,6 +120,7 @@ def finish_loading(model: Any, spec: ModelSpec, where: Placement) -> Any:
         model = quantize_cpu_int8(model)
     if not spec.options.get("attn_implementation"):
         fuse_vision_attention(model)
+    skip_cross_attention_reorder(model)
     model.eval()
     if spec.compile:
         model.forward = require("torch").compile(model.forward, dynamic=True)

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from descry.backends.hub import quiet_output
+from descry.backends.precision import start_line
 from descry.cli.console import collected_warnings, progress_rate, report_summary, stderr_console
 from descry.cli.options import (
     BackendOpt,
@@ -123,6 +124,8 @@ def caption(
     if dry_run:
         pool, to_stdout = dry_run_pool(settings, pool, names), False
     run = CaptionRun(settings, request, pool, names)
+    if err.is_terminal and not quiet and (line := start_line(settings)):
+        err.print(escape(line), highlight=False)
     raise typer.Exit(_caption_all(err, run, refs, skip_existing=skip_existing, quiet=quiet, to_stdout=to_stdout))
 
 

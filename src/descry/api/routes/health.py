@@ -10,6 +10,7 @@ from descry.api.bodies import HealthResponse
 from descry.api.deps import get_engine, get_metrics, get_settings
 from descry.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from descry.api.security import require_scope
+from descry.backends.precision import dtype_name
 from descry.config import Settings
 from descry.engine.pipeline import Engine
 from descry.errors import ModelNotReady
@@ -28,6 +29,7 @@ def health_of(engine: Engine, settings: Settings) -> HealthResponse:
         ok=engine.ready,
         backend=engine.backend.name,
         device=str(engine.backend.device),
+        dtype=dtype_name(getattr(engine.backend, "dtype", None)),
         model=engine.backend.model_name,
         model_status=state.status,
         load_seconds=state.load_seconds,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from descry.config import Settings
 from descry.core import Descry
+from descry.enrich.language import check_configured
 from descry.errors import DeliveryError, InputError, OutputError
 from descry.fileio import replacing
 from descry.jobs.ray_runner import RayOptions, enrich_with_ray, ray_session
@@ -243,6 +244,8 @@ async def run_batch(
     on_result: ResultHook | None = None,
 ) -> BatchResult:
     """Enrich the refs the output does not hold yet; write each result as it comes and deliver it to ``sinks``."""
+    if engine == "ray":  # what the model cannot do for the request is refused here, not in every replica
+        check_configured(request, settings)
     pool = SinkPool(settings, {OUTPUT_SINK: output})
     names = [name for name in pool.check(sinks) if name != OUTPUT_SINK]
     try:

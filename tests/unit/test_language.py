@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from descry.backends.base import BRIEF, DETAILED, Capabilities, chat_spec
@@ -112,3 +114,16 @@ def test_a_translation_that_did_not_happen_fails_the_image() -> None:
     with pytest.raises(RemoteModelError) as info:
         lang.check_translation("a dog", False, "de", ["Enhancement skipped: the server is down."])
     assert "server is down" in str(info.value)
+
+
+async def test_a_ray_batch_is_refused_before_ray_starts(clean_env: None, tmp_path: Path) -> None:
+    from descry.batch import BatchOutput, run_batch
+    from descry.schemas import ImageRef, SourceKind
+
+    settings = Settings(data_dir=tmp_path / "data", model={"name": "florence-2-base"})
+    refs = [ImageRef(kind=SourceKind.path, name="a.jpg", uri=str(tmp_path / "a.jpg"))]
+    out = tmp_path / "results.jsonl"
+    with pytest.raises(CapabilityError):
+        await run_batch(settings, CaptionRequest(language="de"), refs, BatchOutput(out), engine="ray")
+    assert not out.exists()
+    lang.check_configured(CaptionRequest(language="de", enhance=True), settings)

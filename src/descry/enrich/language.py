@@ -168,3 +168,12 @@ class Taggers:
         if key not in self._made:
             self._made[key] = Tagger(self.settings.model_copy(update={"language": key}))
         return self._made[key]
+
+
+def check_configured(request: CaptionRequest, settings: Settings) -> None:
+    """``check`` against the configured model without loading it, for a face with no engine of its own
+    yet (the Ray runner, whose replicas load the model later)."""
+    from descry.backends.registry import create_backend  # the registry reads entry points: only when needed
+
+    backend = create_backend(settings.model, test_mode=settings.test_mode)
+    check(request, settings, backend.capabilities, backend.model_name)

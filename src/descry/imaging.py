@@ -133,7 +133,8 @@ def validate(img: Image.Image, name: str, limits: ImageLimits) -> str:
         fmt = "HEIF"
     if not accepted(fmt, limits):
         raise UnsupportedFormat(f"format {fmt or 'unknown'} is not accepted", source=name, hint=_formats_hint(limits))
-    if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
+    # a HEIF holding several images (bursts, edits) is no animation: its primary image is the photo
+    if fmt != "HEIF" and getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
         raise UnsupportedFormat(
             f"animated {fmt} with {getattr(img, 'n_frames', 2)} frames",
             source=name,

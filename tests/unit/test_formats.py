@@ -65,6 +65,15 @@ def test_heic_and_avif_decode_upright(make: object, fmt: str) -> None:
     assert is_blue(turned.image, (0.5, 0.1)) and not is_blue(turned.image, (0.5, 0.9))
 
 
+def test_a_heif_with_several_images_is_its_primary_image() -> None:
+    formats.heif_opener()
+    buf = io.BytesIO()
+    first, second = half_split(), Image.new("RGB", (30, 20), (0, 200, 0))
+    first.save(buf, "HEIF", save_all=True, append_images=[second], quality=90)
+    out = decode(buf.getvalue(), "burst.heic", LIMITS)
+    assert (out.format, out.width, out.height) == ("HEIF", 80, 40)
+
+
 def test_heif_opener_is_registered_on_first_heif_decode_not_at_import(tmp_path: Path) -> None:
     probe = tmp_path / "a.heic"
     probe.write_bytes(heic_bytes(half_split()))

@@ -76,6 +76,7 @@ def test_the_agent_expects_the_language_the_model_writes() -> None:
     assert lang.agent_settings(base, "de", CHAT).language == "de"
     assert lang.agent_settings(base, "de", BLIP).language == "en"  # translated after the agent
     assert lang.agent_settings(AgentSettings(language=None), "de", CHAT).language is None
+    assert not lang.agent_settings(AgentSettings(language=""), "de", CHAT).language  # DESCRY_AGENT__LANGUAGE=
 
 
 def test_the_language_check_knows_english_for_languages_without_a_word_list() -> None:

@@ -141,7 +141,7 @@ def localised(
 def agent_settings(settings: AgentSettings, language: str, caps: Capabilities) -> AgentSettings:
     """What the agent's language check expects: the language, or English from a model that is translated
     afterwards; an empty ``DESCRY_AGENT__LANGUAGE`` keeps the check off."""
-    if settings.language is None:
+    if not settings.language:  # None, or empty from DESCRY_AGENT__LANGUAGE=
         return settings
     expected = ENGLISH if needs_translation(language, caps) else language
     return settings.model_copy(update={"language": expected})

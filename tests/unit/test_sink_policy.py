@@ -52,8 +52,11 @@ def test_skip_writes_nothing_when_any_caption_is_there() -> None:
 def test_another_language_stands_for_a_missing_x_default() -> None:
     existing = {"Xmp.dc.description": {'lang="en-US"': "Ann's dog"}}
     xmp = plan_changes(_enrichment("Ein Hund.", language="de"), existing).xmp
-    assert xmp["Xmp.dc.description"] == {'lang="en-US"': "Ann's dog", 'lang="de"': "Ein Hund."}
-    assert MACHINE_DESCRIPTION in xmp and "Xmp.photoshop.CaptionWriter" not in xmp
+    assert "Xmp.dc.description" not in xmp and "Xmp.photoshop.CaptionWriter" not in xmp
+    assert MACHINE_DESCRIPTION not in xmp
+    ours = {"Xmp.dc.description": {X_DEFAULT: "Ein Hund.", 'lang="de"': "Ein Hund."}, MACHINE_DESCRIPTION: "Ein Hund."}
+    again = plan_changes(_enrichment("Zwei Hunde.", language="de"), ours).xmp
+    assert again["Xmp.dc.description"] == {X_DEFAULT: "Zwei Hunde.", 'lang="de"': "Zwei Hunde."}
 
 
 def test_a_sidecar_respects_the_image_s_own_caption() -> None:

@@ -196,7 +196,9 @@ class _Planner:
         lang = _lang_key(values, language)
         if lang is not None:
             machine = self.xmp.get(MACHINE_DESCRIPTION if key == DESCRIPTION else MACHINE_ALT_TEXT)
-            ok = may_write(values.get(lang), machine, self.policy)
+            # only beside descry's own x-default: an alternative next to a person's caption would show
+            # instead of it in an app whose language it is
+            ok = write_default and may_write(values.get(lang), machine, self.policy)
             self.note(f"XMP {label}[{lang[6:-1]}]", values.get(lang), text, ok)
             if ok:
                 values[lang] = text

@@ -250,3 +250,29 @@ def test_batch_policy_skip_leaves_captioned_images_alone_before_the_model(
     assert result.exit_code == 0, result.output
     assert 40 not in model.widths and {50, 60, 70} <= model.widths  # photo.jpg never reached the model
     assert sorted(p.name for p in root.glob("*.xmp")) == ["other.jpg.xmp", "photo.png.xmp", "photo.webp.xmp"]
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_a_dng_is_captioned_into_a_sidecar_and_never_written_to(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pyexiv2")
+    pytest.importorskip("rawpy")
+    import subprocess
+
+    from tests.fakes.dng import make_dng
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "DSC_0001.DNG").write_bytes(make_dng(256, 192))
+    (root / "DSC_0001.JPG").write_bytes(image_bytes("JPEG", (64, 48)))  # a RAW+JPEG pair, as cameras write them
+    raw_bytes = (root / "DSC_0001.DNG").read_bytes()
+    monkeypatch.setenv("DESCRY_SINKS__XMP__SIDECAR_NAME", "stem")  # Lightroom's naming
+    result = _cli(["caption", str(root), "--xmp", "--embed", "-q"], tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert (root / "DSC_0001.DNG").read_bytes() == raw_bytes  # --embed never writes into a RAW
+    assert sorted(p.name for p in root.glob("*.xmp")) == ["DSC_0001.xmp"]  # the JPEG got its caption embedded
+    out = subprocess.run(["exiftool", "-j", "-G1", str(root / "DSC_0001.xmp"), str(root / "DSC_0001.JPG")],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    sidecar, jpeg = json.loads(out)
+    assert sidecar["XMP-dc:Description"] and jpeg["XMP-dc:Description"]

@@ -16,7 +16,7 @@ import types
 from functools import cache
 from typing import Any
 
-from descry.errors import require
+from descry.errors import ConfigError, require
 
 # model types whose stock processor builds a video processor, and that processor's class
 VIDEO_PROCESSORS = {
@@ -35,9 +35,15 @@ PIXTRAL_FAMILIES = frozenset({"mistral3", "pixtral"})
 PIXTRAL = "transformers.models.pixtral"
 
 
+def base_video_processor() -> Any:
+    """transformers' base video processor class (it needs no torchvision)."""
+    require("transformers")
+    return importlib.import_module("transformers.video_processing_utils").BaseVideoProcessor
+
+
 def still_video_processor(source: Any = None, **kwargs: Any) -> Any:
     """transformers' base video processor with the checkpoint's video settings, or the defaults when it has none."""
-    base = require("transformers").video_processing_utils.BaseVideoProcessor
+    base = base_video_processor()
     if source is None:
         return base()
     try:
@@ -67,7 +73,7 @@ class ImageOnly:
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
         """transformers' own check looks video processors up in a mapping that needs torchvision."""
         if argument_name == "video_processor":
-            base = require("transformers").video_processing_utils.BaseVideoProcessor
+            base = base_video_processor()
             if argument is not None and not isinstance(argument, base):
                 raise TypeError(f"Received a {type(argument).__name__} for video_processor, not a video processor")
             return base
@@ -92,7 +98,9 @@ class ImageOnly:
 def image_only_processor_class(model_type: str) -> Any:
     """The family's processor for images only: no torchvision, the stock ``__init__`` and settings."""
     transformers = require("transformers")
-    base: Any = getattr(transformers, VIDEO_PROCESSORS[model_type])
+    base: Any = getattr(transformers, VIDEO_PROCESSORS[model_type], None)
+    if not isinstance(base, type) or not hasattr(base, "_get_arguments_from_pretrained"):
+        raise too_old(model_type, VIDEO_PROCESSORS[model_type], transformers.__version__)
     name = base.__name__.removesuffix("Processor") + "ImageOnlyProcessor"
     doc = f"{base.__name__} for images only: a still video processor, no torchvision."
     return type(name, (ImageOnly, base), {"__doc__": doc, "__module__": __name__})
@@ -106,15 +114,25 @@ def pixtral_processor_class() -> Any:
     module; the PIL image processor's module has the same function. Without torchvision, that module is
     stood in for by one holding the PIL version, so the stock processor class loads unchanged.
     """
-    require("transformers")
+    transformers = require("transformers")
     try:
         return importlib.import_module(f"{PIXTRAL}.processing_pixtral").PixtralProcessor
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != "torchvision":
-            raise
-    pil = importlib.import_module(f"{PIXTRAL}.image_processing_pil_pixtral")
+            raise too_old("mistral3", "PixtralProcessor", transformers.__version__) from exc
+    try:
+        pil = importlib.import_module(f"{PIXTRAL}.image_processing_pil_pixtral")
+    except ModuleNotFoundError as exc:
+        raise too_old("mistral3", "a PIL Pixtral image processor", transformers.__version__) from exc
     stand_in = types.ModuleType(f"{PIXTRAL}.image_processing_pixtral", "PIL stand-in: no torchvision here")
     stand_in.get_resize_output_image_size = pil.get_resize_output_image_size  # type: ignore[attr-defined]
     sys.modules[stand_in.__name__] = stand_in
     sys.modules.pop(f"{PIXTRAL}.processing_pixtral", None)
     return importlib.import_module(f"{PIXTRAL}.processing_pixtral").PixtralProcessor
+
+
+def too_old(model_type: str, what: str, version: str) -> ConfigError:
+    return ConfigError(
+        f"transformers {version} has no {what}, which {model_type} models need",
+        hint="upgrade transformers: pip install -U transformers",
+    )

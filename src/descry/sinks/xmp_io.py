@@ -79,6 +79,9 @@ class Exiv2:
         self.lib = require("pyexiv2", "xmp")
         with _EXIV2_LOCK:
             self.lib.registerNs(DESCRY_NS, DESCRY_PREFIX)
+            # exiv2 prints its warnings to the C stderr (a piped run's stderr is one JSON line); failures
+            # still raise, and are reported as descry errors
+            self.lib.set_log_level(4)
 
     def _open(self, source: Path | bytes) -> Any:
         if isinstance(source, bytes):

@@ -36,14 +36,36 @@ def test_tiny_profile_measures_every_path(tiny_result: dict) -> None:
         # min_new_tokens = max_new_tokens: every image generates exactly the fixed length
         assert summary["output_tokens"] == {"min": case.max_new_tokens, "max": case.max_new_tokens}
     assert model["engine"]["mean_batch_size"] > 1
-    # BLIP's ViT is one descry fuses: the baseline ran transformers' own attention, then descry's
-    assert model["baseline_fused"]["images"] == case.baseline_images
     for variant in case.cpu_variants:  # the engine again with cheaper arithmetic, same images
         assert model[f"engine_{variant}"]["images"] == case.engine_images
         assert model[f"engine_{variant}"]["output_tokens"]["max"] == case.max_new_tokens
     assert model["engine"]["speedup"] == pytest.approx(
         model["engine"]["images_per_second"] / model["baseline"]["images_per_second"], rel=0.01
     )
+
+
+def test_tiny_profile_runs_the_default_model_as_caption_does(tiny_result: dict) -> None:
+    """Florence-2 with its task and 3 beams on every path; the default row uses descry's defaults (dtype auto)."""
+    model = tiny_result["models"]["florence-2-base"]
+    case = next(c for c in get_profile("tiny").models if c.key == "florence-2-base")
+    assert model["task"] == "<CAPTION>" and model["num_beams"] == 3
+    assert model["baseline"]["images"] == case.baseline_images
+    default = model["engine_default"]
+    assert default["images"] == case.engine_images and default["dtype"] in {"float32", "bfloat16"}
+    assert default["max_batch_size"] == 8  # the CPU default, not the profile's batch size
+    assert default["speedup"] > 0
+    # Florence-2's decoder starts from one token and the output length is pinned, so every path agrees
+    for path in ("baseline", "engine_default"):
+        assert model[path]["output_tokens"] == {"min": case.max_new_tokens, "max": case.max_new_tokens}
+
+
+def test_tiny_profile_times_the_caption_command(tiny_result: dict) -> None:
+    process = tiny_result["process"]
+    assert "error" not in process, process
+    assert process["exit_code"] == 0 and process["ok"] == process["images"] == get_profile("tiny").process_images
+    assert 0 < process["first_caption_s"] <= process["seconds"]
+    assert process["peak_rss_mb"] > 100
+    assert "`descry caption` as a process" in markdown(tiny_result)
 
 
 def test_tiny_profile_serves_http(tiny_result: dict) -> None:
@@ -68,7 +90,6 @@ def test_tiny_profile_writes_json_and_markdown(tiny_result: dict, tmp_path: Path
     text = markdown(tiny_result)
     assert "| blip-base | baseline (1 generate/image) |" in text
     assert "| blip-base | engine (in-process) |" in text
-    assert "| blip-base | baseline with descry's fused vision attention |" in text
     assert "| blip-base | engine, --dtype bfloat16 (not fp32) |" in text
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\nIntro kept.\n")
@@ -86,6 +107,9 @@ def test_profiles_reject_unknown_names() -> None:
         get_profile("cpu", models=["llava"])
     chosen = get_profile("gpu", images=16, models=["qwen2.5-vl-7b"], batch_size=8)
     assert [(c.key, c.engine_images, c.batch_size) for c in chosen.models] == [("qwen2.5-vl-7b", 16, 8)]
+    small = get_profile("cpu", tokens=16, baseline_images=1, process_images=0, models=["florence-2-base"])
+    assert [(c.max_new_tokens, c.baseline_images, c.num_beams) for c in small.models] == [(16, 1, 3)]
+    assert small.process_images == 0
 
 
 def test_helpers() -> None:

@@ -10,7 +10,9 @@ batch 1, more at larger batches). ``skip_cross_attention_reorder`` reorders the 
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -31,3 +33,15 @@ def skip_cross_attention_reorder(model: Any) -> bool:
         return False
     model._reorder_cache = types.MethodType(reorder_self_attention_only, model)
     return True
+
+
+@contextlib.contextmanager
+def stock_beam_cache(model: Any) -> Iterator[bool]:
+    """Beam search as transformers ships it while the block runs (the benchmark's baseline); True when
+    descry's hook was set aside."""
+    hook = model.__dict__.pop("_reorder_cache", None)
+    try:
+        yield hook is not None
+    finally:
+        if hook is not None:
+            model._reorder_cache = hook

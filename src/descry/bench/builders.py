@@ -66,7 +66,7 @@ __all__ = [
 
 Scale = Literal["full", "tiny"]
 
-MODELS = ("blip-base", "qwen2.5-vl-7b", "phi-3.5-vision")
+MODELS = ("blip-base", "qwen2.5-vl-7b", "phi-3.5-vision", "florence-2-base", "smolvlm-256m")
 
 
 @dataclass(frozen=True)
@@ -318,4 +318,8 @@ def build(
         return build_qwen2_5_vl(path, scale, device, dtype)
     if key == "phi-3.5-vision":
         return build_phi3v(path, scale, device, dtype, phi3v_remote_code(remote_code or []))
+    if key in ("florence-2-base", "smolvlm-256m"):
+        from descry.bench.cpu_builders import build_florence2, build_smolvlm
+
+        return (build_florence2 if key == "florence-2-base" else build_smolvlm)(path, scale, device, dtype)  # type: ignore[no-any-return]
     raise ConfigError(f"no benchmark model {key!r}", hint="choose from " + ", ".join(MODELS))

@@ -206,3 +206,140 @@ PHI_REMOTE_FILES = [
     "image_processing_phi3_v.py",
     "processing_phi3_v.py",
 ]
+
+# florence-community/Florence-2-base: DaViT (the defaults of Florence2VisionConfig, projection to 768)
+# at 768x768 px (577 image tokens), BART-base-sized encoder-decoder (6 + 6 layers, 768 wide)
+FLORENCE2_BASE = {
+    "vision": {
+        "depths": [1, 1, 9, 1],
+        "patch_size": [7, 3, 3, 3],
+        "patch_stride": [4, 2, 2, 2],
+        "patch_padding": [3, 1, 1, 1],
+        "patch_prenorm": [False, True, True, True],
+        "embed_dim": [128, 256, 512, 1024],
+        "num_heads": [4, 8, 16, 32],
+        "num_groups": [4, 8, 16, 32],
+        "window_size": 12,
+        "projection_dim": 768,
+        "max_position_embeddings": 50,
+        "max_temporal_embeddings": 100,
+    },
+    "text": {
+        "d_model": 768,
+        "encoder_layers": 6,
+        "decoder_layers": 6,
+        "encoder_attention_heads": 12,
+        "decoder_attention_heads": 12,
+        "encoder_ffn_dim": 3072,
+        "decoder_ffn_dim": 3072,
+        "max_position_embeddings": 1024,
+    },
+    "image_size": 768,
+}
+FLORENCE2_TINY = {
+    "vision": {
+        "depths": [1, 1],
+        "patch_size": [7, 3],
+        "patch_stride": [4, 2],
+        "patch_padding": [3, 1],
+        "patch_prenorm": [False, True],
+        "embed_dim": [16, 32],
+        "num_heads": [1, 2],
+        "num_groups": [1, 2],
+        "window_size": 2,
+        "projection_dim": 32,
+        "max_position_embeddings": 16,
+        "max_temporal_embeddings": 4,
+    },
+    "text": {
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "max_position_embeddings": 128,
+    },
+    "image_size": 32,
+}
+# BART's 50265 tokens, then Florence-2's task and location tokens (51289), then <image>
+FLORENCE_BART_VOCAB = 50265
+FLORENCE_TAGS = [
+    "<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>",
+    "<grounding>", "</grounding>", "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>",
+    "<region_to_desciption>", "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>", "</poly>",
+    "<and>",
+]  # fmt: skip
+FLORENCE_POST_PROCESSOR = {
+    "ocr": {"pattern": r"(.+?)" + r"<loc_(\d+)>" * 8, "area_threshold": 0.0},
+    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# HuggingFaceTB/SmolVLM-256M-Instruct (Idefics3): SigLIP-B/16 at 512 px tiles (64 tokens a tile after the
+# 4x pixel shuffle), SmolLM2-135M decoder (30 x 576, GQA 9/3); images are resized to a 2048 px longest edge
+# and split into 512 px tiles plus a global one, as its published preprocessor config says
+SMOLVLM_256M = {
+    "vision": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 512,
+        "patch_size": 16,
+    },
+    "text": {
+        "model_type": "llama",
+        "vocab_size": 49280,
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 100000.0,
+        "tie_word_embeddings": True,
+    },
+    "scale_factor": 4,
+    "longest_edge": 2048,
+}
+SMOLVLM_TINY = {
+    "vision": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    },
+    "text": {
+        "model_type": "llama",
+        "vocab_size": 49280,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+    },
+    "scale_factor": 2,
+    "longest_edge": 64,
+}
+SMOLVLM_REGULAR = 49152  # SmolLM2's vocabulary; <|endoftext|>, <|im_start|>, <|im_end|> are ids 0-2
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)

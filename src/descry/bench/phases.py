@@ -63,12 +63,12 @@ class PhaseResult:
         return out
 
 
-def fixed_params(max_new_tokens: int) -> GenerationParams:
-    """Greedy decoding with the output length pinned, so every path does the same work."""
+def fixed_params(max_new_tokens: int, num_beams: int = 1) -> GenerationParams:
+    """Greedy (or the preset's beam search) with the output length pinned, so every path does the same work."""
     return GenerationParams(
         max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens,
-        num_beams=1,
+        num_beams=num_beams,
         temperature=0.0,
         repetition_penalty=1.0,
     )
@@ -104,18 +104,28 @@ def decode_bench(count: int, size: tuple[int, int], target_pixels: int) -> dict[
 # ---------------------------------------------------------------- baseline
 
 
-def _direct(backend: Backend, image: Image.Image, max_new_tokens: int) -> tuple[Any, Callable[[Any], Any], Any]:
+def _direct(
+    backend: Backend, image: Image.Image, params: GenerationParams, task: str | None = None
+) -> tuple[Any, Callable[[Any], Any], Any]:
     """The replaced projects' per-image call: (processor output, generate, text decoder) via the HF API."""
     import torch
 
     model, processor, device = backend.model, backend.processor, backend.device  # type: ignore[attr-defined]
     dtype = backend.dtype  # type: ignore[attr-defined]
     kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "min_new_tokens": max_new_tokens,
+        "max_new_tokens": params.max_new_tokens,
+        "min_new_tokens": params.max_new_tokens,
+        "num_beams": params.num_beams or 1,
         "do_sample": False,
     }
-    if backend.name == "blip":
+    if backend.name == "florence2":  # the model card's code: the task token, generate, post_process_generation
+        inputs = processor(text=task or "<CAPTION>", images=image, return_tensors="pt").to(device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+
+        def text(out: Any) -> Any:
+            raw = processor.batch_decode(out, skip_special_tokens=False)[0]
+            return processor.post_process_generation(raw, task=task or "<CAPTION>", image_size=image.size)
+    elif backend.name == "blip":
         inputs = processor(images=image, return_tensors="pt").to(device)
         inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
 
@@ -148,31 +158,38 @@ def _direct(backend: Backend, image: Image.Image, max_new_tokens: int) -> tuple[
     return inputs, generate, text
 
 
-def _baseline_one(backend: Backend, data: bytes, max_new_tokens: int) -> Sample:
+def _baseline_one(backend: Backend, data: bytes, params: GenerationParams, task: str | None) -> Sample:
     t0 = time.perf_counter()
     image = Image.open(io.BytesIO(data)).convert("RGB")
     t1 = time.perf_counter()
-    inputs, generate, text = _direct(backend, image, max_new_tokens)
+    inputs, generate, text = _direct(backend, image, params, task)
     t2 = time.perf_counter()
     out = generate(inputs)
     t3 = time.perf_counter()
     text(out.cpu())
     t4 = time.perf_counter()
-    new_tokens = int(out.shape[1]) - (int(inputs["input_ids"].shape[1]) if "input_ids" in inputs else 1)
+    decoder_only = "input_ids" in inputs and backend.name != "florence2"
+    new_tokens = int(out.shape[1]) - (int(inputs["input_ids"].shape[1]) if decoder_only else 1)
     stages = {"decode": t1 - t0, "preprocess": t2 - t1, "generate": t3 - t2, "postprocess": t4 - t3}
     return Sample(latency=t4 - t0, stages=stages, output_tokens=new_tokens)
 
 
 def baseline(
-    backend: Backend, images: list[tuple[str, bytes]], max_new_tokens: int, *, cuda: bool, name: str = "baseline"
+    backend: Backend,
+    images: list[tuple[str, bytes]],
+    params: GenerationParams,
+    *,
+    cuda: bool,
+    name: str = "baseline",
+    task: str | None = None,
 ) -> PhaseResult:
     """One ``generate`` per image, in sequence: open with PIL, run the processor, generate, decode."""
-    _baseline_one(backend, images[0][1], max_new_tokens)
+    _baseline_one(backend, images[0][1], params, task)
     samples = []
     with MemoryPeak(cuda=cuda) as memory:
         t0 = time.perf_counter()
         for _name, data in images:
-            samples.append(_baseline_one(backend, data, max_new_tokens))
+            samples.append(_baseline_one(backend, data, params, task))
         seconds = time.perf_counter() - t0
     return PhaseResult(name, seconds, samples, memory.as_dict())
 
@@ -181,7 +198,7 @@ def baseline(
 
 
 async def engine_run(
-    engine: Engine, images: list[tuple[str, bytes]], params: GenerationParams, concurrency: int
+    engine: Engine, images: list[tuple[str, bytes]], params: GenerationParams, concurrency: int, task: str | None = None
 ) -> tuple[float, list[Sample]]:
     """Submit every image at once (at most ``concurrency`` in flight) through decode and the batcher."""
     limit = asyncio.Semaphore(concurrency)
@@ -191,7 +208,7 @@ async def engine_run(
             t0 = time.perf_counter()
             decoded = await asyncio.to_thread(decode, data, name, engine.settings.limits, engine.target_pixels)
             t1 = time.perf_counter()
-            gen = await engine.generate(Prompted(image=decoded.image, params=params))
+            gen = await engine.generate(Prompted(image=decoded.image, params=params, task=task))
             t2 = time.perf_counter()
         size = int(gen.timings.get("batch_size", 1))
         stages = {k: gen.timings.get(f"{k}_s", 0.0) / size for k in ("preprocess", "generate", "postprocess")}
@@ -204,15 +221,21 @@ async def engine_run(
 
 
 async def engine_phase(
-    engine: Engine, images: list[tuple[str, bytes]], params: GenerationParams, *, warmup: int, cuda: bool
+    engine: Engine,
+    images: list[tuple[str, bytes]],
+    params: GenerationParams,
+    *,
+    warmup: int,
+    cuda: bool,
+    task: str | None = None,
 ) -> PhaseResult:
     """The engine in-process, after a warm-up pass of ``warmup`` images."""
     settings = engine.settings
     concurrency = engine.batch_size * (settings.batching.inflight_batches + 1)
     if warmup:
-        await engine_run(engine, images[:warmup], params, concurrency)
+        await engine_run(engine, images[:warmup], params, concurrency, task)
     with MemoryPeak(cuda=cuda) as memory:
-        seconds, samples = await engine_run(engine, images, params, concurrency)
+        seconds, samples = await engine_run(engine, images, params, concurrency, task)
     extra = {"concurrency": concurrency, "max_batch_size": settings.model.batch_size}
     return PhaseResult("engine", seconds, samples, memory.as_dict(), extra)
 

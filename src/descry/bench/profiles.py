@@ -22,10 +22,19 @@ class ModelCase:
     http_wait_variants: tuple[float, ...] = ()  # batcher max waits (ms) to retry the top client counts with
     # CPU only: the engine again with cheaper arithmetic, as ENGINE_VARIANTS names them (not fp32 ratios)
     cpu_variants: tuple[str, ...] = ()
+    build: str = ""  # the builders' model key when it is not ``key`` (one model, several cases)
+    task: str | None = None  # a task token (Florence-2) asked on every path
+    num_beams: int = 1  # beams on every path: the preset's (Florence-2: 3), as `descry caption` runs it
+    engine_fp32: bool = True  # also run the engine in the profile's dtype (fp32), not only the variants
+
+    @property
+    def model_key(self) -> str:
+        return self.build or self.key
 
 
 # variant name -> the model settings it changes; results land under "engine_<name>"
 ENGINE_VARIANTS: dict[str, dict[str, str]] = {
+    "default": {"dtype": "auto"},  # `descry caption` with no flags: descry's defaults, dtype auto
     "int8": {"quantization": "8bit"},  # torch's dynamic int8 of the linear layers
     "bf16": {"dtype": "bfloat16"},  # fast on CPUs with AVX512-BF16 or AMX, emulated (slow) elsewhere
 }
@@ -56,6 +65,10 @@ class Profile:
     max_wait_ms: float = 10.0
     decode_threads: int = 4
     targets: tuple[Target, ...] = field(default_factory=tuple)
+    # `descry caption` as a process on this many JPEGs of ``process_size`` (0: not measured)
+    process_images: int = 0
+    process_model: str = ""
+    process_size: tuple[int, int] = (4000, 3000)
 
 
 DECODE_TARGET = Target("decode: draft path >= 3x full decode + resize", None, "decode.speedup", 3.0)
@@ -77,6 +90,17 @@ PROFILES: dict[str, Profile] = {
                 http_requests_per_client=1,
                 cpu_variants=("int8", "bf16"),
             ),
+            ModelCase(
+                "florence-2-base",
+                max_new_tokens=6,
+                batch_size=4,
+                baseline_images=2,
+                engine_images=4,
+                http_requests_per_client=1,
+                task="<CAPTION>",
+                num_beams=3,
+                cpu_variants=("default",),
+            ),
         ),
         http_concurrency=(1, 4),
         decode_images=1,
@@ -84,6 +108,9 @@ PROFILES: dict[str, Profile] = {
         decode_target_pixels=128 * 128,
         max_wait_ms=5.0,
         decode_threads=2,
+        process_images=2,
+        process_model="florence-2-base",
+        process_size=(320, 240),
     ),
     "cpu": Profile(
         name="cpu",
@@ -93,28 +120,63 @@ PROFILES: dict[str, Profile] = {
         image_size=(640, 480),
         models=(
             ModelCase(
+                "florence-2-base",
+                max_new_tokens=64,
+                batch_size=8,
+                baseline_images=4,
+                engine_images=16,
+                task="<CAPTION>",
+                num_beams=3,
+                cpu_variants=("default", "bf16", "int8"),
+            ),
+            ModelCase(
+                "florence-2-base-detailed",
+                build="florence-2-base",
+                max_new_tokens=64,
+                batch_size=8,
+                baseline_images=2,
+                engine_images=8,
+                task="<MORE_DETAILED_CAPTION>",
+                num_beams=3,
+                cpu_variants=("default",),
+                engine_fp32=False,
+            ),
+            ModelCase(
                 "blip-base",
                 max_new_tokens=24,
                 batch_size=8,
-                baseline_images=8,
-                engine_images=24,
-                http_requests_per_client=3,  # 24 images at 8 clients, as many as the engine row
-                cpu_variants=("int8", "bf16"),
-                sweep=(16,),  # BLIP-base's decode keeps paying off past the default batch of 8
+                baseline_images=4,
+                engine_images=16,
+                http_requests_per_client=3,
+                cpu_variants=("default", "bf16", "int8"),
+            ),
+            ModelCase(
+                "smolvlm-256m",
+                max_new_tokens=32,
+                batch_size=8,
+                baseline_images=2,
+                engine_images=4,
+                cpu_variants=("default",),
             ),
         ),
-        http_concurrency=(1, 8, 32),
+        http_concurrency=(1, 8),
         decode_images=4,
         decode_target_pixels=384 * 384,
         max_wait_ms=20.0,
         decode_threads=2,
         targets=(
-            Target("CPU BLIP-base: engine >= 2.5x baseline", "blip-base", "engine.speedup", 2.5),
             Target(
-                "CPU BLIP-base: HTTP at 8 clients >= 90% of engine", "blip-base", "http.c8.of_engine", 0.9
+                "CPU Florence-2-base: default path >= 3x fp32 baseline",
+                "florence-2-base",
+                "engine_default.speedup",
+                3.0,
             ),
+            Target("CPU BLIP-base: default path >= 3x fp32 baseline", "blip-base", "engine_default.speedup", 3.0),
+            Target("CPU BLIP-base: engine (fp32) >= 2.5x baseline", "blip-base", "engine.speedup", 2.5),
             DECODE_TARGET,
         ),
+        process_images=32,
+        process_model="florence-2-base",
     ),
     "gpu": Profile(
         name="gpu",
@@ -159,9 +221,16 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(
-    name: str, *, images: int | None = None, models: list[str] | None = None, batch_size: int | None = None
+    name: str,
+    *,
+    images: int | None = None,
+    models: list[str] | None = None,
+    batch_size: int | None = None,
+    tokens: int | None = None,
+    baseline_images: int | None = None,
+    process_images: int | None = None,
 ) -> Profile:
-    """A profile by name, optionally with other engine image counts, models or batch size."""
+    """A profile by name, optionally with other image counts, output length, models or batch size."""
     try:
         profile = PROFILES[name]
     except KeyError:
@@ -183,4 +252,10 @@ def get_profile(
         )
     if batch_size is not None:
         cases = tuple(replace(c, batch_size=batch_size) for c in cases)
+    if tokens is not None:
+        cases = tuple(replace(c, max_new_tokens=tokens) for c in cases)
+    if baseline_images is not None:
+        cases = tuple(replace(c, baseline_images=baseline_images) for c in cases)
+    if process_images is not None:
+        profile = replace(profile, process_images=process_images)
     return replace(profile, models=cases)

@@ -43,10 +43,15 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
     ]
     for key, model in result["models"].items():
         base_ips = model.get("baseline", {}).get("images_per_second") or 0.0
+        default = model.get("engine_default") or {}
         rows = [
             ("baseline (1 generate/image)", model.get("baseline")),
             ("baseline with descry's fused vision attention", model.get("baseline_fused")),
             ("engine (in-process)", model.get("engine")),
+            (
+                f"`descry caption` default path ({default.get('dtype')}, batch {default.get('max_batch_size')})",
+                default,
+            ),
             ("engine, --quantization 8bit (not fp32)", model.get("engine_int8")),
             ("engine, --dtype bfloat16 (not fp32)", model.get("engine_bf16")),
         ]
@@ -55,7 +60,7 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
                 wait = f", max wait {summary['max_wait_ms']:g} ms" if "max_wait_ms" in summary else ""
                 rows.append((f"HTTP, {summary.get('clients', name)} clients{wait}", summary))
         for path, s in rows:
-            if not s:
+            if not s or "images" not in s:
                 continue
             stages = s.get("stage_s_per_image", {})
             ratio = s["images_per_second"] / base_ips if base_ips else None
@@ -77,6 +82,22 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def process_lines(process: dict[str, Any] | None) -> list[str]:
+    """The whole-process `descry caption` run, as a user waits for it."""
+    if not process:
+        return []
+    if "error" in process:
+        return [f"`descry caption` as a process: failed ({process['error']}).", ""]
+    return [
+        f"`descry caption` as a process ({process['command']}): {process['images']} x {process['source']}, "
+        f"{process['model']}; {process['ok']} captioned in {process['seconds']:.1f} s wall "
+        f"(start-up and model load included): **{process['images_per_second']:.3f} img/s**, first caption after "
+        f"**{process['first_caption_s']:.1f} s**, peak RSS {process['peak_rss_mb']:.0f} MB; "
+        f"load average {process.get('load_average_start')} → {process.get('load_average_end')}.",
+        "",
+    ]
 
 
 def skipped_notes(result: dict[str, Any]) -> list[str]:
@@ -105,12 +126,16 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     for key, model in result["models"].items():
         size = "x".join(map(str, model["image_size"]))
+        beams = f"; {model['num_beams']} beams" if model.get("num_beams", 1) > 1 else ""
+        task = f"; task {model['task']}" if model.get("task") else ""
+        load = model.get("load_average") or {}
+        during = f"; load average {load.get('start')} → {load.get('end')}" if load else ""
         lines.append(
             f"- **{key}**: {model['model']}-shaped, {model['parameters'] / 1e6:.0f}M parameters, "
             "random weights, "
             f"{model['dtype']} on {model['device']}; {size} JPEGs; {model['max_new_tokens']} output tokens "
             f"(min = max); engine batch size {model['batch_size']}; "
-            f"load {model.get('load', {}).get('seconds')} s."
+            f"load {model.get('load', {}).get('seconds')} s{task}{beams}{during}."
         )
     lines += ["", *throughput_table(result), ""]
     lines.append(
@@ -139,6 +164,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"full decode + resize {d['full_ms']} ms, JPEG draft path {d['draft_ms']} ms — **{d['speedup']}x**.",
         "",
     ]
+    lines += process_lines(result.get("process"))
     if result.get("targets"):
         lines += ["| target | measured | met |", "|---|---:|---|"]
         for t in result["targets"]:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from descry.backends.beam_cache import stock_beam_cache
+from descry.backends.precision import dtype_name
 from descry.backends.vision_attention import stock_attention
 from descry.bench.builders import BuiltModel, build
 from descry.bench.http import http_available, http_phase
@@ -19,6 +21,7 @@ from descry.bench.phases import baseline, batch_sweep, decode_bench, engine_phas
 from descry.bench.profiles import ENGINE_VARIANTS, ModelCase, Profile, Target
 from descry.bench.workload import MemoryPeak, lifetime_peak_rss_mb, machine, make_images, now_stamp
 from descry.config import AgentSettings, BatchSettings, ModelSettings, SecuritySettings, Settings, TagSettings
+from descry.cpu_features import cpu_precision
 from descry.engine.pipeline import Engine
 
 Log = Callable[[str], None]
@@ -49,6 +52,37 @@ def bench_settings(profile: Profile, case: ModelCase, built: BuiltModel, data_di
     )
 
 
+def default_settings(profile: Profile, case: ModelCase, built: BuiltModel, data_dir: Path) -> Settings:
+    """What `descry caption --model DIR` runs with no other flags: every default (dtype auto, the device's batch
+    size, decode threads, batching waits); only the output length is pinned, as on every path."""
+    model = ModelSettings(
+        name=str(built.path),
+        backend=built.backend,
+        device=profile.device,
+        max_new_tokens=case.max_new_tokens,
+        trust_remote_code=built.trust_remote_code,
+    )
+    return Settings(
+        model=model,
+        agent=AgentSettings(enabled=False),
+        tags=TagSettings(enabled=False),
+        security=SecuritySettings(client_rate=0, key_rate=0),
+        data_dir=data_dir,
+    )
+
+
+def variant_settings(
+    name: str, profile: Profile, case: ModelCase, built: BuiltModel, settings: Settings
+) -> Settings | None:
+    """The settings of an ENGINE_VARIANTS entry; None for bf16 where the default already is bf16."""
+    if name == "default":
+        return default_settings(profile, case, built, settings.data_dir)
+    if name == "bf16" and cpu_precision("auto").dtype == "bfloat16" and "default" in case.cpu_variants:
+        return None
+    model = settings.model.model_copy(update=ENGINE_VARIANTS[name])
+    return settings.model_copy(update={"model": model})
+
+
 def _torch_dtype(name: str) -> Any:
     import torch
 
@@ -71,7 +105,7 @@ async def bench_model(
     log(f"[{case.key}] building the {profile.scale} model (random weights)")
     built = await asyncio.to_thread(
         build,
-        case.key,
+        case.model_key,
         workdir / case.key,
         scale=profile.scale,
         device=profile.device,
@@ -80,17 +114,18 @@ async def bench_model(
     )
     _release(cuda)
     images = make_images(max(case.engine_images, case.baseline_images), profile.image_size)
-    params = fixed_params(case.max_new_tokens)
+    params = fixed_params(case.max_new_tokens, case.num_beams)
     settings = bench_settings(profile, case, built, workdir / "data")
     engine = Engine(settings)
     result = _described(profile, case, built)
+    result["load_average"] = {"start": _load_average()}
     try:
         log(f"[{case.key}] loading through descry ({built.parameters / 1e6:.0f}M parameters)")
         with MemoryPeak(cuda=cuda) as load_memory:
             await engine.start()
         result["load"] = {"seconds": round(engine.state.load_seconds or 0.0, 2), **load_memory.as_dict()}
         _baselines(engine, case, images[: case.baseline_images], result, cuda=cuda, log=log)
-        await _engine_rows(engine, settings, images, params, case, result, cuda=cuda, log=log)
+        await _engine_rows(engine, (profile, case, built), settings, images, params, result, log=log)
         result["http"] = await _http(engine, images, params, profile, case, cuda=cuda, enabled=http, log=log)
     except Exception as exc:  # keep what was measured before the failure
         log(f"[{case.key}] failed: {exc!r}")
@@ -100,6 +135,7 @@ async def bench_model(
         del engine
         _release(cuda)
         shutil.rmtree(built.path, ignore_errors=True)
+        result["load_average"]["end"] = _load_average()
     return result
 
 
@@ -114,6 +150,8 @@ def _described(profile: Profile, case: ModelCase, built: BuiltModel) -> dict[str
         "image_size": list(profile.image_size),
         "max_new_tokens": case.max_new_tokens,
         "batch_size": case.batch_size,
+        "task": case.task,
+        "num_beams": case.num_beams,
     }
 
 
@@ -122,39 +160,47 @@ def _baselines(
 ) -> None:
     """One generate per image, with stock attention and, where descry fuses it, with the fused one."""
     log(f"[{case.key}] baseline: {case.baseline_images} images, one generate each")
-    with stock_attention(engine.backend.model) as fused:  # type: ignore[attr-defined]
-        result["baseline"] = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda).summary()
-    if fused:
+    params = fixed_params(case.max_new_tokens, case.num_beams)
+    model = engine.backend.model  # type: ignore[attr-defined]
+    with stock_attention(model) as fused, stock_beam_cache(model):
+        result["baseline"] = baseline(engine.backend, chosen, params, cuda=cuda, task=case.task).summary()
+    if fused and cuda:
         log(f"[{case.key}] baseline again with descry's fused vision attention ({fused} blocks)")
-        again = baseline(engine.backend, chosen, case.max_new_tokens, cuda=cuda, name="baseline_fused")
+        again = baseline(engine.backend, chosen, params, cuda=cuda, name="baseline_fused", task=case.task)
         result["baseline_fused"] = again.summary()
     log(f"[{case.key}] baseline {result['baseline']['images_per_second']} img/s; engine: {case.engine_images}")
 
 
 async def _engine_rows(
     engine: Engine,
+    what: tuple[Profile, ModelCase, BuiltModel],
     settings: Settings,
     images: list[tuple[str, bytes]],
     params: Any,
-    case: ModelCase,
     result: dict[str, Any],
     *,
-    cuda: bool,
     log: Log,
 ) -> None:
     """The in-process engine, its CPU variants and the batch-size sweep, each compared to the baseline."""
+    profile, case, built = what
+    cuda = profile.device.startswith("cuda")
     warmup = case.batch_size if cuda else min(2, case.batch_size)
-    eng = await engine_phase(engine, images[: case.engine_images], params, warmup=warmup, cuda=cuda)
-    result["engine"] = eng.summary()
     base_ips = result["baseline"]["images_per_second"]
-    result["engine"]["speedup"] = round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
-    log(f"[{case.key}] engine {result['engine']['images_per_second']} img/s ({result['engine']['speedup']}x)")
+    chosen = images[: case.engine_images]
+    if case.engine_fp32 or cuda:
+        eng = await engine_phase(engine, chosen, params, warmup=warmup, cuda=cuda, task=case.task)
+        result["engine"] = eng.summary()
+        result["engine"]["speedup"] = round(result["engine"]["images_per_second"] / base_ips, 2) if base_ips else 0.0
+        log(f"[{case.key}] engine {result['engine']['images_per_second']} img/s ({result['engine']['speedup']}x)")
     for variant in () if cuda else case.cpu_variants:
-        change = ENGINE_VARIANTS[variant]
-        summary = await _variant_engine(settings, change, images[: case.engine_images], params, base_ips)
+        other = variant_settings(variant, profile, case, built, settings)
+        if other is None:
+            result[f"engine_{variant}"] = {"same_as": "default"}
+            continue
+        summary = await _variant_engine(other, chosen, params, base_ips, case.task)
         result[f"engine_{variant}"] = summary
         log(
-            f"[{case.key}] engine with {change} {summary['images_per_second']} img/s "
+            f"[{case.key}] engine {variant} ({summary.get('dtype')}) {summary['images_per_second']} img/s "
             f"({summary['speedup']}x the fp32 baseline)"
         )
     if case.sweep:
@@ -167,17 +213,19 @@ async def _engine_rows(
 
 
 async def _variant_engine(
-    settings: Settings, change: dict[str, str], images: list[tuple[str, bytes]], params: Any, base_ips: float
+    settings: Settings, images: list[tuple[str, bytes]], params: Any, base_ips: float, task: str | None
 ) -> dict[str, Any]:
-    """The engine again with other model settings (an ENGINE_VARIANTS entry), measured like the engine row."""
-    model = settings.model.model_copy(update=change)
-    engine = Engine(settings.model_copy(update={"model": model}))
+    """The engine again with other settings (an ENGINE_VARIANTS entry), measured like the engine row."""
+    engine = Engine(settings)
     await engine.start()
     try:
-        phase = await engine_phase(engine, images, params, warmup=min(2, len(images)), cuda=False)
+        phase = await engine_phase(engine, images, params, warmup=min(2, len(images)), cuda=False, task=task)
+        dtype = dtype_name(getattr(engine.backend, "dtype", None))
+        batch = engine.batch_size
     finally:
         await engine.stop()
     summary: dict[str, Any] = phase.summary()
+    summary.update(dtype=dtype, max_batch_size=batch, decode_threads=settings.decode_threads)
     summary["speedup"] = round(summary["images_per_second"] / base_ips, 2) if base_ips else 0.0
     return summary
 
@@ -263,6 +311,7 @@ def run_profile(
     workdir: Path | None = None,
     remote_code: list[Path] | None = None,
     http: bool = True,
+    process: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
     """Run every part of a profile; returns the result and writes ``<out_dir>/<profile>-<date>.json``."""
@@ -285,9 +334,28 @@ def run_profile(
                 log(f"[{case.key}] failed: {exc!r}")
                 result.setdefault("failed", {})[case.key] = repr(exc)
             _finish(result, profile, out_dir, day)
+        if process and profile.process_images:
+            result["process"] = _process(profile, root, log)
+            _finish(result, profile, out_dir, day)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def _process(profile: Profile, root: Path, log: Log) -> dict[str, Any]:
+    """`descry caption` as a separate process on the profile's camera-sized JPEGs (its default model)."""
+    from descry.bench.process import process_phase
+
+    key = profile.process_model
+    log(f"[process] descry caption on {profile.process_images} JPEGs of {profile.process_size} with {key}")
+    try:
+        built = build(key, root / "process-model", scale=profile.scale, device="cpu", dtype=_torch_dtype("float32"))
+        out = process_phase(built.path, built.label, profile.process_images, profile.process_size, root)
+    except Exception as exc:  # recorded, so the rest of the run still reports
+        log(f"[process] failed: {exc!r}")
+        return {"error": repr(exc)}
+    log(f"[process] {out['ok']} captioned in {out['seconds']} s, first after {out['first_caption_s']} s")
+    return out
 
 
 def _load_average() -> list[float] | None:

@@ -101,3 +101,51 @@ def phi_tokenizer() -> Any:
         padding_side="left",
         extra_special_tokens=list(PHI_SPECIALS)[1:],
     )
+
+
+def florence_tokenizer() -> Any:
+    """BART's byte-level BPE (50265 tokens, <mask> last), then Florence-2's task and location tokens and <image>."""
+    from transformers import BartTokenizer
+
+    from descry.bench.configs import FLORENCE_BART_VOCAB, FLORENCE_TAGS
+
+    base, merges = _trained_bpe(byte_level=True)
+    specials = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    learned = {t: i for t, i in base.items() if t not in specials}
+    vocab = {**specials, **padded_vocab(learned, FLORENCE_BART_VOCAB - 1, 4)}
+    vocab["<mask>"] = FLORENCE_BART_VOCAB - 1
+    tokenizer = BartTokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    locations = [f"<loc_{i}>" for i in range(1000)]
+    extra: dict[str, Any] = {"extra_special_tokens": FLORENCE_TAGS + locations}
+    tokenizer.add_special_tokens(extra, replace_extra_special_tokens=False)
+    return tokenizer
+
+
+def smolvlm_tokenizer() -> Any:
+    """SmolLM2's byte-level BPE (49152 tokens) with SmolVLM's image specials at their real ids (49280 in all)."""
+    from transformers import GPT2Tokenizer
+
+    from descry.bench.configs import SMOLVLM_REGULAR
+
+    base, merges = _trained_bpe(byte_level=True)
+    heads = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
+    vocab = {**heads, **padded_vocab({t: i for t, i in base.items() if t not in heads}, SMOLVLM_REGULAR, 3)}
+    tiles = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    image = ["<global-img>", *tiles, "<fake_token_around_image>", "<image>"]
+    vocab.update({tok: SMOLVLM_REGULAR + i for i, tok in enumerate(image)})
+    vocab.update(padded_vocab({}, 49279, start=len(vocab)))
+    vocab["<end_of_utterance>"] = 49279
+    return GPT2Tokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        add_prefix_space=False,
+        extra_special_tokens=[*image, "<|im_end|>"],
+    )

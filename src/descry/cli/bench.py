@@ -15,7 +15,8 @@ from descry.errors import DescryError
 
 def bench(
     profile: Annotated[
-        str, typer.Option(help="tiny (seconds), cpu (BLIP-base) or gpu (Qwen2.5-VL-7B, Phi-3.5-V)")
+        str,
+        typer.Option(help="tiny (seconds), cpu (Florence-2-base, BLIP-base, SmolVLM-256M) or gpu (Qwen2.5-VL-7B)"),
     ] = "cpu",
     out: Annotated[Path | None, typer.Option(help="folder for <profile>-<date>.json")] = Path("benchmarks/results"),
     images: Annotated[
@@ -23,6 +24,15 @@ def bench(
     ] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only these models of the profile")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=256, help="engine batch size override")] = None,
+    tokens: Annotated[
+        int | None, typer.Option(min=1, max=512, help="output tokens per image (default: profile's)")
+    ] = None,
+    baseline_images: Annotated[
+        int | None, typer.Option(min=1, help="images per model for the baseline (default: profile's)")
+    ] = None,
+    process_images: Annotated[
+        int | None, typer.Option(min=0, help="JPEGs for the whole-process `descry caption` run (0: skip it)")
+    ] = None,
     results_md: Annotated[Path | None, typer.Option("--results-md", help="also update this RESULTS.md")] = None,
     http: Annotated[bool, typer.Option("--http/--no-http", help="measure the HTTP server too")] = True,
     phi3v_code: Annotated[Path | None, typer.Option(help="folder with the Phi-3-V remote code files")] = None,
@@ -33,7 +43,15 @@ def bench(
 
     err = stderr_console()
     try:
-        chosen = get_profile(profile, images=images, models=model, batch_size=batch_size)
+        chosen = get_profile(
+            profile,
+            images=images,
+            models=model,
+            batch_size=batch_size,
+            tokens=tokens,
+            baseline_images=baseline_images,
+            process_images=process_images,
+        )
         result = run_profile(
             chosen,
             out_dir=out,

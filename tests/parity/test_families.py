@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 USER_PROMPT = "Write a short caption. List the objects you can see."
 SIZES = [(64, 48), (40, 96), (90, 90)]
-MAX_NEW_TOKENS = 8
+MAX_NEW_TOKENS = 16
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

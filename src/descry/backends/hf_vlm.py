@@ -1,4 +1,8 @@
-"""Any transformers image-text-to-text model through its chat template (Qwen2.5-VL, SmolVLM, LLaVA, ...)."""
+"""Any transformers image-text-to-text model through its chat template, or PaliGemma through its task prefix.
+
+Checked token for token against each family's model-card code in tests/parity (Qwen2/2.5/3-VL, Gemma 3/4,
+Llama 3.2 Vision, InternVL, SmolVLM/SmolVLM2, LLaVA 1.5/NeXT/OneVision, Aya Vision, Mistral 3, PaliGemma 2).
+"""
 
 from __future__ import annotations
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from descry.bench import get_profile, markdown, run_profile, update_results
+from descry.bench import get_profile, markdown, process, run_profile, update_results
 from descry.bench.builders import padded_vocab
 from descry.bench.phases import fixed_params
 from descry.bench.workload import make_images, percentile
 from descry.errors import ConfigError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the tiny profile runs every path on 2 busy cores
+
+MACHINE = {"cpu": "x", "cores": 2, "python": "3", "versions": {}}
+DECODE = {"images": 1, "source": "s", "mean_file_mb": 1, "target_pixels": 1, "full_ms": 2, "draft_ms": 1, "speedup": 2}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,8 @@ def test_tiny_profile_runs_the_default_model_as_caption_does(tiny_result: dict) 
     assert model["baseline"]["images"] == case.baseline_images
     default = model["engine_default"]
     assert default["images"] == case.engine_images and default["dtype"] in {"float32", "bfloat16"}
+    if "openvino" in case.cpu_variants and "skipped" not in model["engine_openvino"]:
+        assert model["engine_openvino"]["images"] == case.engine_images
     assert default["max_batch_size"] == 8  # the CPU default, not the profile's batch size
     assert default["speedup"] > 0
     # Florence-2's decoder starts from one token and the output length is pinned, so every path agrees
@@ -59,13 +65,29 @@ def test_tiny_profile_runs_the_default_model_as_caption_does(tiny_result: dict) 
         assert model[path]["output_tokens"] == {"min": case.max_new_tokens, "max": case.max_new_tokens}
 
 
-def test_tiny_profile_times_the_caption_command(tiny_result: dict) -> None:
-    process = tiny_result["process"]
-    assert "error" not in process, process
-    assert process["exit_code"] == 0 and process["ok"] == process["images"] == get_profile("tiny").process_images
-    assert 0 < process["first_caption_s"] <= process["seconds"]
-    assert process["peak_rss_mb"] > 100
-    assert "`descry caption` as a process" in markdown(tiny_result)
+def test_the_caption_command_is_timed_to_its_first_sidecar_and_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-process phase with a stand-in command that writes a sidecar per image, one every 0.3 s."""
+    script = tmp_path / "fake_descry.py"
+    script.write_text(
+        "import sys, time, pathlib\n"
+        "bytearray(64 * 2**20)\n"  # some memory, so the peak RSS is the child's and not ours
+        "for jpg in sorted(pathlib.Path(sys.argv[2]).glob('*.jpg')):\n"
+        "    time.sleep(0.3)\n"
+        "    jpg.with_suffix('.txt').write_text('a caption')\n"
+    )
+    monkeypatch.setattr(process, "descry_command", lambda: [sys.executable, str(script)])
+    folder = tmp_path / "photos"
+    assert process.camera_folder(folder, 3, (200, 150)) > 0
+    assert len({p.read_bytes() for p in folder.glob("*.jpg")}) == 3  # no two files alike
+    out = process.run_caption(folder, tmp_path / "model", tmp_path, 3)
+    assert out["exit_code"] == 0 and out["ok"] == 3
+    assert 0.3 <= out["first_caption_s"] < out["seconds"]
+    assert out["peak_rss_mb"] >= 64
+    out["source"], out["model"] = "3 x 200x150 JPEG", "stand-in"
+    text = markdown({"profile": "t", "date": "d", "machine": MACHINE, "decode": DECODE, "models": {}, "process": out})
+    assert "first caption after" in text
 
 
 def test_tiny_profile_serves_http(tiny_result: dict) -> None:

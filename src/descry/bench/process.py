@@ -34,7 +34,7 @@ def camera_folder(folder: Path, count: int, size: tuple[int, int], *, distinct: 
     return total // max(1, count)
 
 
-def descry_command() -> list[str]:
+def descry_command() -> list[str]:  # replaced in tests by a stand-in command
     """The installed ``descry`` script next to this Python, else ``python -m descry.cli``."""
     script = Path(sys.executable).with_name("descry")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "descry.cli"]
@@ -50,15 +50,20 @@ def run_caption(folder: Path, model: Path, workdir: Path, count: int) -> dict[st
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if first is None and any(folder.glob("*.txt")):
-                first = time.perf_counter() - t0
-            time.sleep(0.1)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if first is None and any(folder.glob("*.txt")):
+                    first = time.perf_counter() - t0
+                time.sleep(0.1)
+        finally:
+            if proc.returncode is None:  # interrupted: stop the command and reap it
+                proc.kill()
+                proc.wait()
         seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     ok = len(list(folder.glob("*.txt")))
     out: dict[str, Any] = {
         "command": "descry caption FOLDER --model DIR",

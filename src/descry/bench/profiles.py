@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from descry.bench.builders import Scale
 from descry.errors import ConfigError
@@ -33,8 +34,10 @@ class ModelCase:
 
 
 # variant name -> the model settings it changes; results land under "engine_<name>"
-ENGINE_VARIANTS: dict[str, dict[str, str]] = {
+ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"dtype": "auto"},  # `descry caption` with no flags: descry's defaults, dtype auto
+    # the default path with Florence-2's vision encoder on OpenVINO (same precision as the default)
+    "openvino": {"dtype": "auto", "options": {"vision_runtime": "openvino"}},
     "int8": {"quantization": "8bit"},  # torch's dynamic int8 of the linear layers
     "bf16": {"dtype": "bfloat16"},  # fast on CPUs with AVX512-BF16 or AMX, emulated (slow) elsewhere
 }
@@ -99,7 +102,7 @@ PROFILES: dict[str, Profile] = {
                 http_requests_per_client=1,
                 task="<CAPTION>",
                 num_beams=3,
-                cpu_variants=("default",),
+                cpu_variants=("default", "openvino"),
             ),
         ),
         http_concurrency=(1, 4),
@@ -108,7 +111,6 @@ PROFILES: dict[str, Profile] = {
         decode_target_pixels=128 * 128,
         max_wait_ms=5.0,
         decode_threads=2,
-        process_images=2,
         process_model="florence-2-base",
         process_size=(320, 240),
     ),
@@ -123,22 +125,11 @@ PROFILES: dict[str, Profile] = {
                 "florence-2-base",
                 max_new_tokens=64,
                 batch_size=8,
-                baseline_images=4,
-                engine_images=16,
+                baseline_images=3,
+                engine_images=8,
                 task="<CAPTION>",
                 num_beams=3,
-                cpu_variants=("default", "bf16", "int8"),
-            ),
-            ModelCase(
-                "florence-2-base-detailed",
-                build="florence-2-base",
-                max_new_tokens=64,
-                batch_size=8,
-                baseline_images=2,
-                engine_images=8,
-                task="<MORE_DETAILED_CAPTION>",
-                num_beams=3,
-                cpu_variants=("default",),
+                cpu_variants=("default", "openvino", "bf16", "int8"),
                 engine_fp32=False,
             ),
             ModelCase(
@@ -146,17 +137,30 @@ PROFILES: dict[str, Profile] = {
                 max_new_tokens=24,
                 batch_size=8,
                 baseline_images=4,
-                engine_images=16,
+                engine_images=8,
                 http_requests_per_client=3,
                 cpu_variants=("default", "bf16", "int8"),
+            ),
+            ModelCase(
+                "florence-2-base-detailed",
+                build="florence-2-base",
+                max_new_tokens=64,
+                batch_size=8,
+                baseline_images=1,
+                engine_images=4,
+                task="<MORE_DETAILED_CAPTION>",
+                num_beams=3,
+                cpu_variants=("default",),
+                engine_fp32=False,
             ),
             ModelCase(
                 "smolvlm-256m",
                 max_new_tokens=32,
                 batch_size=8,
-                baseline_images=2,
-                engine_images=4,
+                baseline_images=1,
+                engine_images=2,
                 cpu_variants=("default",),
+                engine_fp32=False,
             ),
         ),
         http_concurrency=(1, 8),
@@ -173,6 +177,12 @@ PROFILES: dict[str, Profile] = {
             ),
             Target("CPU BLIP-base: default path >= 3x fp32 baseline", "blip-base", "engine_default.speedup", 3.0),
             Target("CPU BLIP-base: engine (fp32) >= 2.5x baseline", "blip-base", "engine.speedup", 2.5),
+            Target(
+                "CPU Florence-2-base: vision_runtime=openvino >= 1.3x the default path (same dtype)",
+                "florence-2-base",
+                "engine_openvino.vs_default",
+                1.3,
+            ),
             DECODE_TARGET,
         ),
         process_images=32,

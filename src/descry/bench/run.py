@@ -75,8 +75,12 @@ def variant_settings(
     name: str, profile: Profile, case: ModelCase, built: BuiltModel, settings: Settings
 ) -> Settings | None:
     """The settings of an ENGINE_VARIANTS entry; None for bf16 where the default already is bf16."""
-    if name == "default":
-        return default_settings(profile, case, built, settings.data_dir)
+    if name in ("default", "openvino"):
+        chosen = default_settings(profile, case, built, settings.data_dir)
+        if name == "default":
+            return chosen
+        model = chosen.model.model_copy(update=ENGINE_VARIANTS[name])
+        return chosen.model_copy(update={"model": model})
     if name == "bf16" and cpu_precision("auto").dtype == "bfloat16" and "default" in case.cpu_variants:
         return None
     model = settings.model.model_copy(update=ENGINE_VARIANTS[name])
@@ -197,7 +201,12 @@ async def _engine_rows(
         if other is None:
             result[f"engine_{variant}"] = {"same_as": "default"}
             continue
-        summary = await _variant_engine(other, chosen, params, base_ips, case.task)
+        try:
+            summary = await _variant_engine(other, chosen, params, base_ips, case.task)
+        except Exception as exc:  # e.g. a runtime option whose package is not installed: recorded, the rest runs
+            log(f"[{case.key}] engine {variant} skipped: {exc}")
+            result[f"engine_{variant}"] = {"skipped": str(exc)}
+            continue
         result[f"engine_{variant}"] = summary
         log(
             f"[{case.key}] engine {variant} ({summary.get('dtype')}) {summary['images_per_second']} img/s "
@@ -218,7 +227,7 @@ async def _variant_engine(
     """The engine again with other settings (an ENGINE_VARIANTS entry), measured like the engine row."""
     engine = Engine(settings)
     await engine.start()
-    try:
+    try:  # the warm-up batch also converts what a runtime option converts on first use
         phase = await engine_phase(engine, images, params, warmup=min(2, len(images)), cuda=False, task=task)
         dtype = dtype_name(getattr(engine.backend, "dtype", None))
         batch = engine.batch_size
@@ -273,6 +282,10 @@ async def _http(
 def with_ratios(result: dict[str, Any]) -> None:
     """HTTP images/s as a share of the in-process engine's, per client count."""
     for model in result["models"].values():
+        default_ips = model.get("engine_default", {}).get("images_per_second", 0.0)
+        runtime = model.get("engine_openvino", {})
+        if default_ips and "images_per_second" in runtime:  # a runtime against the best torch path, same dtype
+            runtime["vs_default"] = round(runtime["images_per_second"] / default_ips, 2)
         engine_ips = model.get("engine", {}).get("images_per_second", 0.0)
         for summary in model.get("http", {}).values():
             if isinstance(summary, dict) and engine_ips:
@@ -326,6 +339,8 @@ def run_profile(
     result["models"] = {}
     root = Path(tempfile.mkdtemp(prefix="descry-bench-", dir=workdir))
     search = list(remote_code or []) + [Path.cwd() / "tests" / "tiny" / "phi3v_remote"]
+    cache = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")  # converted runtimes of the random models go with them
     try:
         for case in profile.models:
             try:
@@ -339,6 +354,10 @@ def run_profile(
             _finish(result, profile, out_dir, day)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if cache is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = cache
     return result
 
 

@@ -33,6 +33,12 @@ class _Output:
 class FakeLLM:
     kwargs: dict[str, Any]
     calls: list[tuple[list[Any], list[Any]]] = field(default_factory=list)
+    defaults: types.SimpleNamespace = field(
+        default_factory=lambda: types.SimpleNamespace(repetition_penalty=1.05, top_p=0.8, top_k=20, min_p=None)
+    )
+
+    def get_default_sampling_params(self) -> types.SimpleNamespace:
+        return self.defaults
 
     def chat(self, conversations: list[Any], sampling_params: list[Any], use_tqdm: bool) -> list[_Output]:
         self.calls.append((conversations, sampling_params))
@@ -79,3 +85,13 @@ def test_without_vllm_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(MissingDependency) as info:
         backend.load()
     assert '-e ".[vllm]"' in str(info.value)
+
+
+def test_the_checkpoint_s_generation_defaults_apply_unless_the_user_sets_them(fake_vllm: types.ModuleType) -> None:
+    backend = VLLMBackend(ModelSpec(model_id="m", backend="vllm", default_prompt="hi"))
+    backend.load()
+    unset = backend.sampling(GenerationParams(max_new_tokens=8))
+    assert (unset["repetition_penalty"], unset["top_p"], unset["top_k"], unset["temperature"]) == (1.05, 0.8, 20, 0.0)
+    assert "min_p" not in unset
+    chosen = backend.sampling(GenerationParams(max_new_tokens=8, repetition_penalty=1.3, top_p=0.5, temperature=0.7))
+    assert (chosen["repetition_penalty"], chosen["top_p"], chosen["temperature"]) == (1.3, 0.5, 0.7)

@@ -17,6 +17,9 @@ from descry.backends.base import Backend, BackendOptions, Capabilities, Generati
 from descry.backends.openai_compat import FALLBACK_PROMPT, image_data_url, vision_messages
 from descry.schemas import GenerationParams
 
+# what a checkpoint's generation_config.json may set and descry leaves to it unless asked
+CHECKPOINT_DEFAULTS = ("repetition_penalty", "top_p", "top_k", "min_p")
+
 
 @dataclass
 class VLLMBatch:
@@ -59,15 +62,20 @@ class VLLMBackend(Backend):
         hf_common.release("cuda")
         super().close()
 
+    def checkpoint_sampling(self) -> dict[str, Any]:
+        """The checkpoint's own defaults (generation_config.json, as vLLM reads it) for what nobody set."""
+        defaults = self.llm.get_default_sampling_params()
+        values = {name: getattr(defaults, name, None) for name in CHECKPOINT_DEFAULTS}
+        return {name: value for name, value in values.items() if value is not None}
+
     def sampling(self, params: GenerationParams) -> Any:
         """vLLM's SamplingParams for descry's generation parameters (beam search is not offered here)."""
         vllm = hf_common.require("vllm", "vllm")
-        kwargs: dict[str, Any] = {
-            "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature or 0.0,
-            "top_p": params.top_p or 1.0,
-            "repetition_penalty": params.repetition_penalty or 1.0,
-        }
+        kwargs = self.checkpoint_sampling()
+        kwargs.update(max_tokens=params.max_new_tokens, temperature=params.temperature or 0.0)
+        for name in ("top_p", "repetition_penalty"):
+            if getattr(params, name) is not None:
+                kwargs[name] = getattr(params, name)
         if params.min_new_tokens:
             kwargs["min_tokens"] = params.min_new_tokens
         return vllm.SamplingParams(**kwargs)

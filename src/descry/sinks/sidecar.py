@@ -5,7 +5,9 @@ is an enrichment document (``name``, ``caption``, ``source``), so descry can tel
 ``.txt`` sidecar holds only text, so one that is already there (and not blank) counts as a
 person's: ``fill`` and ``replace-machine`` leave it as it is, ``overwrite`` replaces it, and
 ``skip`` leaves any image that has one alone. Names that would collide within one run are made
-distinct before anything is written (``prepare``; rule in ``descry.sinks.files``).
+distinct before anything is written (``prepare``; rule in ``descry.sinks.files``); where no run
+planned the names (the API, jobs), a ``.json`` descry wrote for another image of the same stem
+sends this image's sidecar to its full name (``photo.png.json``) instead of replacing it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pydantic import ValidationError
 from descry.errors import EmptyCaption, OutputError
 from descry.fileio import atomic_write
 from descry.schemas import Enrichment, FieldChange, ImageRef, MetadataPolicy, usable_caption
-from descry.sinks.files import SidecarFormat, image_location, renamed, render_sidecar, short_name, sidecar_names
+from descry.sinks.files import (
+    SidecarFormat,
+    full_name,
+    image_location,
+    renamed,
+    render_sidecar,
+    short_name,
+    sidecar_names,
+)
 from descry.sinks.policy import is_blank
 
 log = logging.getLogger("descry.sinks.sidecar")
@@ -57,7 +67,21 @@ class SidecarSink:
     def target(self, ref: ImageRef) -> Path:
         """Where the sidecar for ``ref`` goes."""
         image = image_location(ref, self.output_dir, self.name, self.roots)
-        return self._names.get(image) or short_name(image, self.suffix)
+        planned = self._names.get(image)
+        if planned is not None:
+            return planned
+        short = short_name(image, self.suffix)
+        return full_name(image, self.suffix) if self._another_image_s(short, image) else short
+
+    def _another_image_s(self, path: Path, image: Path) -> bool:
+        """``path`` is a JSON sidecar descry wrote for another image of the same stem (photo.png's photo.json)."""
+        if self.format != "json" or not path.is_file():
+            return False
+        try:
+            owner = Enrichment.model_validate(json.loads(path.read_bytes())).name
+        except (OSError, ValueError, ValidationError):
+            return False
+        return Path(owner.replace("\\", "/")).name != image.name
 
     def prepare(self, refs: Iterable[ImageRef]) -> dict[Path, Path]:
         """Decide every sidecar name of a run at once; returns the images that get their full name."""

@@ -15,7 +15,7 @@ from descry.backends.base import Backend, BackendOptions, ModelSpec
 from descry.backends.beam_cache import skip_cross_attention_reorder
 from descry.backends.vision_attention import fuse_vision_attention
 from descry.cpu_features import cpu_precision
-from descry.errors import ConfigError, MissingDependency, ModelNotFound, OutOfMemory, require
+from descry.errors import ConfigError, DescryError, MissingDependency, ModelNotFound, OutOfMemory, require
 from descry.schemas import GenerationParams
 
 T = TypeVar("T")
@@ -228,7 +228,13 @@ def model_source(spec: ModelSpec) -> dict[str, Any]:
     )
 
 
-def model_not_found(spec: ModelSpec, exc: BaseException) -> ModelNotFound:
+def model_not_found(spec: ModelSpec, exc: BaseException) -> DescryError:
+    """Why transformers could not load the model: a directory's problem, a gated repo, or not cached."""
+    from descry.backends import hub
+
+    gated = _gated_cause(exc)
+    if gated is not None:
+        return hub.hub_error(gated, spec.model_id, spec.revision)
     if Path(spec.model_id).exists():
         return ModelNotFound(
             f"could not load the model from directory {spec.model_id}: {str(exc).splitlines()[0]}",
@@ -237,10 +243,20 @@ def model_not_found(spec: ModelSpec, exc: BaseException) -> ModelNotFound:
     return ModelNotFound(
         f"model {spec.model_id!r} is not in the local Hugging Face cache and could not be downloaded",
         hint=(
-            "connect to the internet once to download it, point HF_HOME at a cache that holds it, "
-            f"or pass a local directory with --model /path/to/model; {presets_hint(spec.model_id)}"
+            f"connect to the internet once and run `descry pull {spec.model_id}`, point HF_HOME at a cache that "
+            f"holds it, or pass a local directory with --model /path/to/model; {presets_hint(spec.model_id)}"
         ),
     )
+
+
+def _gated_cause(exc: BaseException) -> BaseException | None:
+    """The huggingface_hub GatedRepoError behind a transformers OSError, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "GatedRepoError":
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # where transformers and model code name a missing package: "No module named 'x'",

@@ -252,8 +252,8 @@ def model_not_found(spec: ModelSpec, exc: BaseException) -> DescryError:
 def _gated_cause(exc: BaseException) -> BaseException | None:
     """The huggingface_hub GatedRepoError behind a transformers OSError, if that is what it was."""
     seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__name__ == "GatedRepoError":
+    for _ in range(8):  # a chain can loop back on itself
+        if seen is None or type(seen).__name__ == "GatedRepoError":
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

@@ -126,8 +126,9 @@ class Preset:
     @property
     def size(self) -> str:
         """``2.2B, 4.4 GB``: the parameter count and the download, as far as they are known."""
-        parts = [f"{self.params_b:g}B" if self.params_b else "", f"{self.download_gb:.1f} GB" if self.download_gb else ""]
-        return ", ".join(part for part in parts if part)
+        params = f"{self.params_b:g}B" if self.params_b else ""
+        download = f"{self.download_gb:.1f} GB" if self.download_gb else ""
+        return ", ".join(part for part in (params, download) if part)
 
 
 def chat_spec(model_id: str, backend: str, **options: Any) -> ModelSpec:

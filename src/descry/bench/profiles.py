@@ -130,7 +130,6 @@ PROFILES: dict[str, Profile] = {
                 task="<CAPTION>",
                 num_beams=3,
                 cpu_variants=("default", "openvino", "bf16", "int8"),
-                engine_fp32=False,
             ),
             ModelCase(
                 "blip-base",

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SCALE = {"florence2": 16.0, "blip": 16.0}  # powers of two: scaling is exact in fp32 and bf16 alike
+SCALE = {"florence2": 16.0, "blip": 64.0}  # powers of two: scaling is exact in fp32 and bf16 alike
 DEFAULT_SCALE = 4.0
 TOKENS = 16
 

@@ -56,8 +56,6 @@ def test_tiny_profile_runs_the_default_model_as_caption_does(tiny_result: dict) 
     assert model["baseline"]["images"] == case.baseline_images
     default = model["engine_default"]
     assert default["images"] == case.engine_images and default["dtype"] in {"float32", "bfloat16"}
-    if "openvino" in case.cpu_variants and "skipped" not in model["engine_openvino"]:
-        assert model["engine_openvino"]["images"] == case.engine_images
     assert default["max_batch_size"] == 8  # the CPU default, not the profile's batch size
     assert default["speedup"] > 0
     # Florence-2's decoder starts from one token and the output length is pinned, so every path agrees

@@ -121,10 +121,6 @@ def finish_loading(model: Any, spec: ModelSpec, where: Placement) -> Any:
     if not spec.options.get("attn_implementation"):
         fuse_vision_attention(model)
     skip_cross_attention_reorder(model)
-    if spec.options.get("vision_runtime") == "openvino":
-        from descry.backends.openvino_vision import use_openvino_vision
-
-        use_openvino_vision(model, where.device, where.dtype)
     model.eval()
     if spec.compile:
         model.forward = require("torch").compile(model.forward, dynamic=True)
@@ -344,7 +340,6 @@ class TransformersOptions(BackendOptions):
     """Options every transformers backend reads."""
 
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
-    vision_runtime: Literal["torch", "openvino"] | None = None  # openvino: Florence-2's vision encoder, on a CPU
 
 
 class TransformersBackend(Backend):

@@ -56,7 +56,9 @@ def _high_water_kb(pid: int) -> int:
 def run_caption(folder: Path, model: Path, workdir: Path, count: int) -> dict[str, Any]:
     """Run ``descry caption FOLDER --model MODEL`` (the default txt sidecars) and time it, the first
     sidecar's appearance and the child's peak RSS."""
-    env = {**os.environ, "XDG_DATA_HOME": str(workdir / "xdg"), "HF_HUB_OFFLINE": "1"}
+    # One attempt per image: random weights write noise, which the caption agent's checks (words, language)
+    # would retry with up to 1024 tokens; a real model's caption passes them, so this is the user's work
+    env = {**os.environ, "XDG_DATA_HOME": str(workdir / "xdg"), "HF_HUB_OFFLINE": "1", "DESCRY_AGENT__ENABLED": "false"}
     args = [*descry_command(), "caption", str(folder), "--model", str(model)]
     log_path = workdir / "caption.log"
     first: float | None = None
@@ -81,7 +83,7 @@ def run_caption(folder: Path, model: Path, workdir: Path, count: int) -> dict[st
         seconds = time.perf_counter() - t0
     ok = len(list(folder.glob("*.txt")))
     out: dict[str, Any] = {
-        "command": "descry caption FOLDER --model DIR",
+        "command": "DESCRY_AGENT__ENABLED=false descry caption FOLDER --model DIR",
         "images": count,
         "ok": ok,
         "exit_code": proc.returncode,

@@ -36,8 +36,6 @@ class ModelCase:
 # variant name -> the model settings it changes; results land under "engine_<name>"
 ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"dtype": "auto"},  # `descry caption` with no flags: descry's defaults, dtype auto
-    # the default path with Florence-2's vision encoder on OpenVINO (same precision as the default)
-    "openvino": {"dtype": "auto", "options": {"vision_runtime": "openvino"}},
     "int8": {"quantization": "8bit"},  # torch's dynamic int8 of the linear layers
     "bf16": {"dtype": "bfloat16"},  # fast on CPUs with AVX512-BF16 or AMX, emulated (slow) elsewhere
 }
@@ -102,7 +100,7 @@ PROFILES: dict[str, Profile] = {
                 http_requests_per_client=1,
                 task="<CAPTION>",
                 num_beams=3,
-                cpu_variants=("default", "openvino"),
+                cpu_variants=("default",),
             ),
         ),
         http_concurrency=(1, 4),
@@ -129,7 +127,7 @@ PROFILES: dict[str, Profile] = {
                 engine_images=8,
                 task="<CAPTION>",
                 num_beams=3,
-                cpu_variants=("default", "openvino", "bf16", "int8"),
+                cpu_variants=("default", "bf16", "int8"),
             ),
             ModelCase(
                 "blip-base",
@@ -176,12 +174,6 @@ PROFILES: dict[str, Profile] = {
             ),
             Target("CPU BLIP-base: default path >= 3x fp32 baseline", "blip-base", "engine_default.speedup", 3.0),
             Target("CPU BLIP-base: engine (fp32) >= 2.5x baseline", "blip-base", "engine.speedup", 2.5),
-            Target(
-                "CPU Florence-2-base: vision_runtime=openvino >= 1.3x the default path (same dtype)",
-                "florence-2-base",
-                "engine_openvino.vs_default",
-                1.3,
-            ),
             DECODE_TARGET,
         ),
         process_images=32,

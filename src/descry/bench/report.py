@@ -52,7 +52,7 @@ def throughput_table(result: dict[str, Any]) -> list[str]:
                 f"`descry caption` default path ({default.get('dtype')}, batch {default.get('max_batch_size')})",
                 default,
             ),
-            ("default path + vision_runtime=openvino", model.get("engine_openvino")),
+            ("default path, vision encoder on OpenVINO (evaluated, not adopted)", model.get("engine_openvino")),
             ("engine, --quantization 8bit (not fp32)", model.get("engine_int8")),
             ("engine, --dtype bfloat16 (not fp32)", model.get("engine_bf16")),
         ]

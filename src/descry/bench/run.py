@@ -75,12 +75,8 @@ def variant_settings(
     name: str, profile: Profile, case: ModelCase, built: BuiltModel, settings: Settings
 ) -> Settings | None:
     """The settings of an ENGINE_VARIANTS entry; None for bf16 where the default already is bf16."""
-    if name in ("default", "openvino"):
-        chosen = default_settings(profile, case, built, settings.data_dir)
-        if name == "default":
-            return chosen
-        model = chosen.model.model_copy(update=ENGINE_VARIANTS[name])
-        return chosen.model_copy(update={"model": model})
+    if name == "default":
+        return default_settings(profile, case, built, settings.data_dir)
     if name == "bf16" and cpu_precision("auto").dtype == "bfloat16" and "default" in case.cpu_variants:
         return None
     model = settings.model.model_copy(update=ENGINE_VARIANTS[name])

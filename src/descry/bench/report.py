@@ -110,6 +110,22 @@ def skipped_notes(result: dict[str, Any]) -> list[str]:
     return notes
 
 
+def model_line(key: str, model: dict[str, Any]) -> str:
+    """What one model is and how it ran, as a list item."""
+    size = "x".join(map(str, model["image_size"]))
+    beams = f"; {model['num_beams']} beams" if model.get("num_beams", 1) > 1 else ""
+    task = f"; task {model['task']}" if model.get("task") else ""
+    load = model.get("load_average") or {}
+    during = f"; load average {load.get('start')} → {load.get('end')}" if load else ""
+    return (
+        f"- **{key}**: {model['model']}-shaped, {model['parameters'] / 1e6:.0f}M parameters, "
+        "random weights, "
+        f"{model['dtype']} on {model['device']}; {size} JPEGs; {model['max_new_tokens']} output tokens "
+        f"(min = max); engine batch size {model['batch_size']}; "
+        f"load {model.get('load', {}).get('seconds')} s{task}{beams}{during}."
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     """One run as markdown: setup, throughput and latency per path, decode, targets."""
     d = result["decode"]
@@ -125,19 +141,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"at end {result.get('load_average_end')}.",
             "",
         ]
-    for key, model in result["models"].items():
-        size = "x".join(map(str, model["image_size"]))
-        beams = f"; {model['num_beams']} beams" if model.get("num_beams", 1) > 1 else ""
-        task = f"; task {model['task']}" if model.get("task") else ""
-        load = model.get("load_average") or {}
-        during = f"; load average {load.get('start')} → {load.get('end')}" if load else ""
-        lines.append(
-            f"- **{key}**: {model['model']}-shaped, {model['parameters'] / 1e6:.0f}M parameters, "
-            "random weights, "
-            f"{model['dtype']} on {model['device']}; {size} JPEGs; {model['max_new_tokens']} output tokens "
-            f"(min = max); engine batch size {model['batch_size']}; "
-            f"load {model.get('load', {}).get('seconds')} s{task}{beams}{during}."
-        )
+    lines += [model_line(key, model) for key, model in result["models"].items()]
     lines += ["", *throughput_table(result), ""]
     lines.append(
         "Stage columns are time per image: batch stages (preprocess, generate, postprocess) divided by the "

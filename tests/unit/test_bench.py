@@ -23,7 +23,7 @@ DECODE = {"images": 1, "source": "s", "mean_file_mb": 1, "target_pixels": 1, "fu
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench-out")
-    work = tmp_path_factory.mktemp("bench-work")
+    work = tmp_path_factory.mktemp("bench-work") / "made-by-the-run"  # --workdir need not exist yet
     return run_profile(get_profile("tiny"), out_dir=out, workdir=work, log=lambda _line: None)
 
 

@@ -333,6 +333,8 @@ def run_profile(
         f"({result['decode']['speedup']}x)"
     )
     result["models"] = {}
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="descry-bench-", dir=workdir))
     search = list(remote_code or []) + [Path.cwd() / "tests" / "tiny" / "phi3v_remote"]
     cache = os.environ.get("XDG_CACHE_HOME")

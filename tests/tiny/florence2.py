@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from descry.bench.configs import FLORENCE_POST_PROCESSOR, FLORENCE_TAGS, IMAGENET_MEAN, IMAGENET_STD
+
 # The sentences Florence2Processor turns task tokens into, plus a few captions.
 CORPUS = [
     "What does the image describe?",
@@ -15,28 +17,11 @@ CORPUS = [
     "a dog running on the beach next to a red car",
     "two cats sleeping on a couch, a window and a green tree",
 ]
-TAG_TOKENS = [
-    "<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>",
-    "<grounding>", "</grounding>", "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>",
-    "<region_to_desciption>", "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>", "</poly>",
-    "<and>",
-]
+TAG_TOKENS = FLORENCE_TAGS
 LOC_TOKENS = [f"<loc_{i}>" for i in range(1000)]
 IMAGE_SIZE = 32
 STRIDES = (4, 2)
-POST_PROCESSOR_CONFIG = {
-    "ocr": {
-        "pattern": r"(.+?)" + r"<loc_(\d+)>" * 8,
-        "area_threshold": 0.0,
-    },
-    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
-    "pure_text": {},
-    "description_with_bboxes": {},
-    "description_with_polygons": {},
-    "polygons": {},
-    "bboxes": {},
-    "description_with_bboxes_or_polygons": {},
-}
+POST_PROCESSOR_CONFIG = FLORENCE_POST_PROCESSOR
 
 
 def _tokenizer():  # type: ignore[no-untyped-def]
@@ -85,8 +70,8 @@ def build_tiny_florence2(path: Path) -> Path:
     image_processor = CLIPImageProcessorPil(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_center_crop=False,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
     )
     image_processor.image_seq_length = grid * grid + 1
     processor = Florence2Processor(

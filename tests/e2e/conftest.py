@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import image_bytes
+from tests.e2e.compat_server import compat_server
 from tests.e2e.server import ServerProcess
 
 
@@ -68,3 +69,14 @@ def descry_server(tiny_blip_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sdk_server(tiny_blip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One keyed ``descry serve`` (tests.e2e.compat_server) for the OpenAI and Ollama SDK tests."""
+    process = compat_server(tiny_blip_dir, tmp_path_factory.mktemp("sdk-server"))
+    process.start(timeout=120)
+    try:
+        yield process
+    finally:
+        process.stop()

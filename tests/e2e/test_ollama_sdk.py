@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import image_bytes
-from tests.e2e.compat_server import KEY, MAX_BYTES, batch_counters, compat_server
+from tests.e2e.compat_server import KEY, MAX_BYTES, batch_counters
 from tests.e2e.server import ServerProcess
 
 ollama = pytest.importorskip("ollama")
@@ -21,14 +20,9 @@ pytestmark = pytest.mark.slow
 PHOTO = image_bytes("JPEG", (48, 32))
 
 
-@pytest.fixture(scope="module")
-def server(tiny_blip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = compat_server(tiny_blip_dir, tmp_path_factory.mktemp("ollama-sdk"))
-    process.start(timeout=120)
-    try:
-        yield process
-    finally:
-        process.stop()
+@pytest.fixture
+def server(sdk_server: ServerProcess) -> ServerProcess:
+    return sdk_server
 
 
 def client(server: ServerProcess, key: str = KEY) -> Any:

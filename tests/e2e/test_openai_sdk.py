@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,9 @@ openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tiny_blip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = compat_server(tiny_blip_dir, tmp_path_factory.mktemp("openai-sdk"))
-    process.start(timeout=120)
-    try:
-        yield process
-    finally:
-        process.stop()
+@pytest.fixture
+def server(sdk_server: ServerProcess) -> ServerProcess:
+    return sdk_server
 
 
 def client(server: ServerProcess, key: str = KEY) -> Any:

@@ -182,11 +182,11 @@ from descry.cli import main
 
 write = descry.sinks.sidecar.SidecarSink.write
 
-def noisy_write(self, enrichment, ref):  # what descry's own warnings and a chatty library do mid-run
+def noisy_write(self, enrichment, ref, policy=None):  # what descry's own warnings and a chatty library do mid-run
     logging.getLogger("descry.enrich.tags").warning("tagging failed, returning no tags: %s", "test")
     warnings.warn("a library deprecation", UserWarning, stacklevel=1)
     sys.stderr.write("\\rDownloading: 0%|   |\\rDownloading: 100%|###|\\n")
-    return write(self, enrichment, ref)
+    return write(self, enrichment, ref, policy)
 
 descry.sinks.sidecar.SidecarSink.write = noisy_write
 sys.argv[0] = "descry"

@@ -143,10 +143,7 @@ class SidecarSink:
         return path
 
     async def deliver(self, enrichment: Enrichment, ref: ImageRef, *, policy: MetadataPolicy | None = None) -> None:
-        if policy is None:
-            await asyncio.to_thread(self.write, enrichment, ref)
-        else:
-            await asyncio.to_thread(self.write, enrichment, ref, policy)
+        await asyncio.to_thread(self.write, enrichment, ref, policy)
 
     def done(self, ref: ImageRef) -> bool:
         """The sidecar exists and is not blank (an image that has no place for one is never done)."""

@@ -76,10 +76,7 @@ class XmpSink:
     # -- the Sink contract ----------------------------------------------------------------
 
     async def deliver(self, enrichment: Enrichment, ref: ImageRef, *, policy: MetadataPolicy | None = None) -> None:
-        if policy is None:
-            await asyncio.to_thread(self.write, enrichment, ref)
-        else:
-            await asyncio.to_thread(self.write, enrichment, ref, policy)
+        await asyncio.to_thread(self.write, enrichment, ref, policy)
 
     async def close(self) -> None:
         return None

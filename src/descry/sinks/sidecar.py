@@ -78,10 +78,10 @@ class SidecarSink:
         if self.format != "json" or not path.is_file():
             return False
         try:
-            owner = Enrichment.model_validate(json.loads(path.read_bytes())).name
-        except (OSError, ValueError, ValidationError):
+            document = _descry_document(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
             return False
-        return Path(owner.replace("\\", "/")).name != image.name
+        return document is not None and Path(document.name.replace("\\", "/")).name != image.name
 
     def prepare(self, refs: Iterable[ImageRef]) -> dict[Path, Path]:
         """Decide every sidecar name of a run at once; returns the images that get their full name."""
@@ -100,10 +100,10 @@ class SidecarSink:
             return None, False
         if self.format == "txt":
             return (None if is_blank(text) else text.strip()), False
-        try:
-            return Enrichment.model_validate(json.loads(text)).caption, True
-        except (ValueError, ValidationError):
-            return (None if is_blank(text) else text.strip()), False
+        document = _descry_document(text)
+        if document is not None:
+            return document.caption, True
+        return (None if is_blank(text) else text.strip()), False
 
     def _kept(self, path: Path, policy: MetadataPolicy) -> bool:
         """Whether ``policy`` leaves the sidecar at ``path`` as it is."""
@@ -155,4 +155,12 @@ class SidecarSink:
             return False
 
     async def close(self) -> None:
+        return None
+
+
+def _descry_document(text: str) -> Enrichment | None:
+    """The enrichment a JSON sidecar descry wrote holds; None for any other text."""
+    try:
+        return Enrichment.model_validate(json.loads(text))
+    except (ValueError, ValidationError):
         return None
